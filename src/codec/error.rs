@@ -1,0 +1,157 @@
+//! Typed decode and encode errors. Each decode error names the normative
+//! statement it enforces and maps onto the reason code a 5.0 broker sends
+//! (or, for 3.x, the reason it logs before it closes the connection).
+//!
+//! Owns: the error taxonomy and its mapping onto reason codes. Does not own:
+//! deciding whether to answer with CONNACK, DISCONNECT or a silent close;
+//! that is the session's call.
+
+use thiserror::Error;
+
+use super::reason::{ConnectReasonCode, DisconnectReasonCode};
+use super::types::{StrError, TopicError};
+use super::PacketType;
+
+/// Why bytes from the network are not a valid packet.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("variable byte integer longer than four bytes [MQTT-1.5.5-1]")]
+    VarintTooLong,
+    #[error("variable byte integer not in its minimal encoding [MQTT-1.5.5-1]")]
+    NonMinimalVarint,
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge { size: usize, max: u32 },
+    #[error("packet type {0} is reserved [MQTT-2.1.2]")]
+    ReservedPacketType(u8),
+    #[error("{packet:?} with fixed header flags {flags:#06b} [MQTT-2.2.2-2] [MQTT-2.1.3-1]")]
+    InvalidFixedHeaderFlags { packet: PacketType, flags: u8 },
+    #[error("packet ends inside its {field} field")]
+    Truncated { field: &'static str },
+    #[error("{count} bytes left over after the last field of {packet:?}")]
+    TrailingBytes { packet: PacketType, count: usize },
+    #[error("{field}: {error}")]
+    InvalidString {
+        field: &'static str,
+        error: StrError,
+    },
+    #[error("PUBLISH with QoS 3 [MQTT-3.3.1-4]")]
+    InvalidQoS,
+    #[error("PUBLISH with QoS 0 and DUP set [MQTT-3.3.1-2]")]
+    DupWithQoS0,
+    #[error("{field}: {error}")]
+    InvalidTopicName {
+        field: &'static str,
+        error: TopicError,
+    },
+    #[error("PUBLISH with an empty topic name and no topic alias [MQTT-3.3.2-1] [MQTT-4.7.3-1]")]
+    EmptyTopicWithoutAlias,
+    #[error("topic filter: {0}")]
+    InvalidTopicFilter(TopicError),
+    #[error("{packet:?} with packet identifier 0 [MQTT-2.3.1-1] [MQTT-2.2.1-3]")]
+    ZeroPacketId { packet: PacketType },
+    #[error("CONNECT protocol name {0:?} is neither MQTT nor MQIsdp [MQTT-3.1.2-1]")]
+    InvalidProtocolName(String),
+    #[error("CONNECT protocol level {0} is not supported [MQTT-3.1.2-2]")]
+    UnsupportedProtocolLevel(u8),
+    #[error("CONNECT reserved flag is set [MQTT-3.1.2-3]")]
+    ConnectReservedFlag,
+    #[error(
+        "CONNECT will QoS or will retain set without the will flag [MQTT-3.1.2-11] [MQTT-3.1.2-13]"
+    )]
+    WillFlagsWithoutWill,
+    #[error("CONNECT will QoS 3 [MQTT-3.1.2-12]")]
+    InvalidWillQoS,
+    #[error("CONNECT password flag without user name flag in 3.x [MQTT-3.1.2-22]")]
+    PasswordWithoutUsername,
+    #[error("CONNACK acknowledge flags {0:#04x} have reserved bits set [MQTT-3.2.2-1]")]
+    ConnAckReservedFlags(u8),
+    #[error("CONNACK with session present and a failure code [MQTT-3.2.2-6]")]
+    SessionPresentOnFailure,
+    #[error("subscription options {0:#04x} have reserved bits set [MQTT-3.8.3-5]")]
+    SubscriptionOptionsReserved(u8),
+    #[error("subscription option QoS 3 [MQTT-3.8.3-5]")]
+    SubscriptionQoS3,
+    #[error("retain handling 3 is a protocol error (5.0 §3.8.3.1)")]
+    RetainHandling3,
+    #[error("no local on a shared subscription [MQTT-3.8.3-4]")]
+    NoLocalOnSharedSubscription,
+    #[error("SUBSCRIBE without any topic filter [MQTT-3.8.3-3] [MQTT-3.8.3-2]")]
+    EmptySubscribe,
+    #[error("UNSUBSCRIBE without any topic filter [MQTT-3.10.3-2]")]
+    EmptyUnsubscribe,
+    #[error("{packet:?} with unknown reason code {code:#04x}")]
+    InvalidReasonCode { packet: PacketType, code: u8 },
+    #[error("property {id:#04x} is not allowed in {packet:?} (5.0 §2.2.2.2)")]
+    UnexpectedProperty { packet: PacketType, id: u32 },
+    #[error("property {id:#04x} appears more than once (5.0 §2.2.2.2)")]
+    DuplicateProperty { id: u8 },
+    #[error("property {id:#04x} has the invalid value {value}")]
+    InvalidPropertyValue { id: u8, value: u32 },
+}
+
+impl DecodeError {
+    /// The reason code a 5.0 DISCONNECT carries for this error.
+    pub fn reason_code(&self) -> DisconnectReasonCode {
+        use DecodeError::*;
+        match self {
+            PacketTooLarge { .. } => DisconnectReasonCode::PacketTooLarge,
+            InvalidTopicName { .. } => DisconnectReasonCode::TopicNameInvalid,
+            InvalidTopicFilter(_) => DisconnectReasonCode::TopicFilterInvalid,
+            EmptyTopicWithoutAlias
+            | ZeroPacketId { .. }
+            | RetainHandling3
+            | NoLocalOnSharedSubscription
+            | EmptySubscribe
+            | EmptyUnsubscribe
+            | DuplicateProperty { .. }
+            | InvalidPropertyValue { .. }
+            | SessionPresentOnFailure
+            | UnsupportedProtocolLevel(_) => DisconnectReasonCode::ProtocolError,
+            VarintTooLong
+            | NonMinimalVarint
+            | ReservedPacketType(_)
+            | InvalidFixedHeaderFlags { .. }
+            | Truncated { .. }
+            | TrailingBytes { .. }
+            | InvalidString { .. }
+            | InvalidQoS
+            | DupWithQoS0
+            | InvalidProtocolName(_)
+            | ConnectReservedFlag
+            | WillFlagsWithoutWill
+            | InvalidWillQoS
+            | PasswordWithoutUsername
+            | ConnAckReservedFlags(_)
+            | SubscriptionOptionsReserved(_)
+            | SubscriptionQoS3
+            | InvalidReasonCode { .. }
+            | UnexpectedProperty { .. } => DisconnectReasonCode::MalformedPacket,
+        }
+    }
+
+    /// The CONNACK code for an error found while decoding CONNECT. An
+    /// unsupported level gets 0x84 in 5.0 and return code 0x01 in 3.x
+    /// ([MQTT-3.1.2-2]); see [`ConnectReasonCode::to_v3`].
+    pub fn connack_code(&self) -> ConnectReasonCode {
+        match self {
+            DecodeError::UnsupportedProtocolLevel(_) => {
+                ConnectReasonCode::UnsupportedProtocolVersion
+            }
+            DecodeError::PacketTooLarge { .. } => ConnectReasonCode::PacketTooLarge,
+            DecodeError::InvalidTopicName { .. } => ConnectReasonCode::TopicNameInvalid,
+            other => match other.reason_code() {
+                DisconnectReasonCode::ProtocolError => ConnectReasonCode::ProtocolError,
+                _ => ConnectReasonCode::MalformedPacket,
+            },
+        }
+    }
+}
+
+/// Why a packet cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EncodeError {
+    #[error("remaining length {0} exceeds 268,435,455 bytes (§2.1.4)")]
+    TooLarge(usize),
+    #[error("{0:?} must carry at least one topic filter")]
+    NoTopicFilters(PacketType),
+}
