@@ -9,4 +9,5 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod broker;
 pub mod codec;

@@ -1,0 +1,1 @@
+//! Retained-message store (being written).
