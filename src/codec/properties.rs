@@ -311,8 +311,11 @@ macro_rules! property_set {
             pub fn body_len(&self) -> usize {
                 #[allow(unused_mut)]
                 let mut len = user_properties_len(&self.user_properties);
-                $( if let Some(value) = &self.$field { len += 1 + value.len(); } )*
-                $( $( for value in &self.$rfield { len += 1 + value.len(); } )* )?
+                // `PropertyValue::len`, not `value.len()`: the inherent `len` of
+                // `MqttStr`, `TopicName` and `Bytes` would win and leave out
+                // the two-byte length prefix.
+                $( if let Some(value) = &self.$field { len += 1 + PropertyValue::len(value); } )*
+                $( $( for value in &self.$rfield { len += 1 + PropertyValue::len(value); } )* )?
                 len
             }
 
