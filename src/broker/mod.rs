@@ -3,5 +3,8 @@
 //! takes events and `Instant`s and returns actions; nothing here touches a
 //! socket, a timer or glommio. The runtime (`crate::server`) drives it.
 
+pub mod connection;
+pub mod message;
 pub mod retained;
+pub mod session;
 pub mod trie;

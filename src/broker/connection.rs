@@ -1,0 +1,720 @@
+//! The per-connection protocol handler: it turns decoded packets into
+//! answers (written straight into the connection's output buffer) and into
+//! [`Event`]s that need the rest of the broker (routing, subscriptions,
+//! session lookup).
+//!
+//! Sans-IO: packets, `Instant`s and a `BytesMut` in; bytes and events out.
+//! Owns: the connection lifecycle (CONNECT first and once, keepalive, will,
+//! DISCONNECT), inbound topic aliases, the per-connection limits, and the
+//! choice of reason code for every protocol violation. Does not own: the
+//! session's QoS state (it drives [`SessionState`]), the socket, or where
+//! messages go.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::message::{Message, SessionKey};
+use super::session::{encode_infallible, AckError, Peer, SessionState};
+use crate::codec::{
+    ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError, Decoder, Disconnect,
+    DisconnectReasonCode, MqttStr, Packet, PacketId, ProtocolVersion, PubAck, PubAckReasonCode,
+    PubComp, PubRec, PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe,
+    TopicName, UnsubAck, Unsubscribe, Will,
+};
+
+/// Limits a connection enforces, from the broker's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Largest packet accepted from a client, fixed header included.
+    pub max_packet_size: u32,
+    /// Upper bound on keepalive; 0 means "take the client's".
+    pub max_keepalive: u16,
+    /// Inbound QoS 2 messages awaiting PUBREL (5.0 Receive Maximum).
+    pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    pub max_topic_length: usize,
+    pub max_topic_levels: usize,
+    pub max_subscriptions: usize,
+    /// Cap on Session Expiry Interval in seconds (and for 3.x persistent sessions).
+    pub max_session_expiry: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_packet_size: 1 << 20,
+            max_keepalive: 0,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_topic_length: 1024,
+            max_topic_levels: 32,
+            max_subscriptions: 1024,
+            max_session_expiry: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// What the broker has to do for this connection beyond writing an answer.
+#[derive(Debug)]
+pub enum Event {
+    /// A valid CONNECT: find or create the session, then call
+    /// [`Connection::accept`] or [`Connection::refuse`].
+    Connect(Box<ConnectRequest>),
+    /// Route `message`; then call [`Connection::publish_routed`] with `ack`.
+    Publish { message: Message, ack: PendingAck },
+    /// Register the subscriptions, then call [`Connection::subscribed`].
+    Subscribe(Subscribe),
+    /// Remove the subscriptions, then call [`Connection::unsubscribed`].
+    Unsubscribe(Unsubscribe),
+    /// The connection ends. A DISCONNECT, if any, is already written.
+    Close(Close),
+}
+
+/// A QoS 1 or 2 acknowledgement owed once the message is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingAck {
+    None,
+    PubAck(PacketId),
+    PubRec(PacketId),
+}
+
+/// Why and how a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub reason: DisconnectReasonCode,
+    /// Whether the will is to be published ([MQTT-3.1.2-8]; not after a
+    /// normal DISCONNECT, [MQTT-3.1.2-10]).
+    pub publish_will: bool,
+    /// A 5.0 DISCONNECT may change the Session Expiry Interval.
+    pub session_expiry: Option<u32>,
+    /// A line for the debug log.
+    pub detail: String,
+}
+
+/// A validated CONNECT, ready for session lookup.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    pub connect: Connect,
+    /// The client id to use: the client's, or one the broker assigned.
+    pub client_id: MqttStr,
+    pub assigned_client_id: bool,
+    /// Effective Session Expiry Interval (3.x: 0 for a clean session,
+    /// the configured maximum otherwise).
+    pub session_expiry: u32,
+    pub keep_alive: u16,
+}
+
+#[derive(Debug)]
+enum Phase {
+    AwaitConnect,
+    Connected,
+    Closed,
+}
+
+/// One client connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    phase: Phase,
+    decoder: Decoder,
+    limits: ConnectionLimits,
+    keep_alive: u16,
+    last_received: Instant,
+    will: Option<Will>,
+    will_delay: u32,
+    session_expiry: u32,
+    request_problem_information: bool,
+    /// Inbound Topic Alias -> Topic Name (5.0 §3.3.2.3.4), index alias-1.
+    topic_aliases: Vec<Option<TopicName>>,
+    pub session_key: Option<SessionKey>,
+}
+
+impl Connection {
+    pub fn new(limits: ConnectionLimits, now: Instant) -> Self {
+        Connection {
+            phase: Phase::AwaitConnect,
+            decoder: Decoder::new(ProtocolVersion::V5, limits.max_packet_size),
+            limits,
+            keep_alive: 0,
+            last_received: now,
+            will: None,
+            will_delay: 0,
+            session_expiry: 0,
+            request_problem_information: true,
+            topic_aliases: Vec::new(),
+            session_key: None,
+        }
+    }
+
+    pub fn version(&self) -> ProtocolVersion {
+        self.decoder.version
+    }
+
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Connected)
+    }
+
+    /// When the connection is to be dropped for silence: one and a half
+    /// keepalive periods after the last packet ([MQTT-3.1.2-24]).
+    pub fn keepalive_deadline(&self) -> Option<Instant> {
+        (self.keep_alive > 0 && self.is_connected())
+            .then(|| self.last_received + Duration::from_millis(u64::from(self.keep_alive) * 1500))
+    }
+
+    /// The will and its delay, taken when it is to be published.
+    pub fn take_will(&mut self) -> Option<(Will, u32)> {
+        self.will.take().map(|w| (w, self.will_delay))
+    }
+
+    pub fn session_expiry(&self) -> u32 {
+        self.session_expiry
+    }
+
+    /// Decodes the next packet from `input` and handles it. Returns `None`
+    /// when more bytes are needed.
+    pub fn receive(
+        &mut self,
+        input: &mut BytesMut,
+        session: Option<&mut SessionState>,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Option<Event> {
+        if matches!(self.phase, Phase::Closed) {
+            input.clear();
+            return None;
+        }
+        let level = connect_level(input);
+        match self.decoder.decode(input) {
+            Ok(None) => None,
+            Ok(Some(packet)) => {
+                self.last_received = now;
+                self.handle(packet, session, now, out)
+            }
+            Err(error) => Some(self.decode_failed(error, level, out)),
+        }
+    }
+
+    fn decode_failed(
+        &mut self,
+        error: DecodeError,
+        level: Option<u8>,
+        out: &mut BytesMut,
+    ) -> Event {
+        if matches!(self.phase, Phase::AwaitConnect) {
+            // A CONNECT we cannot accept: 5.0 answers with a CONNACK reason
+            // code, 3.x with a return code where one fits
+            // ([MQTT-3.1.2-2] 0x01 for an unsupported level).
+            let code = error.connack_code();
+            let version = match level {
+                Some(5) => Some(ProtocolVersion::V5),
+                Some(4) | Some(3) => Some(ProtocolVersion::V3_1_1),
+                _ if code == ConnectReasonCode::UnsupportedProtocolVersion => {
+                    Some(ProtocolVersion::V3_1_1)
+                }
+                _ => None,
+            };
+            if let Some(version) = version {
+                if version.is_v5() || code == ConnectReasonCode::UnsupportedProtocolVersion {
+                    let ack = ConnAck::new(code, false);
+                    encode_infallible(&Packet::ConnAck(Box::new(ack)), version, out);
+                }
+            }
+            self.phase = Phase::Closed;
+            return Event::Close(Close {
+                reason: error.reason_code(),
+                publish_will: false,
+                session_expiry: None,
+                detail: error.to_string(),
+            });
+        }
+        self.fail(error.reason_code(), error.to_string(), out)
+    }
+
+    /// Ends the connection for a protocol violation: 5.0 gets a DISCONNECT
+    /// with `reason` ([MQTT-4.13.1-1]), 3.x is closed. The will is published.
+    pub fn fail(
+        &mut self,
+        reason: DisconnectReasonCode,
+        detail: String,
+        out: &mut BytesMut,
+    ) -> Event {
+        if self.is_connected() && self.version().is_v5() {
+            encode_infallible(
+                &Packet::Disconnect(Disconnect::new(reason)),
+                ProtocolVersion::V5,
+                out,
+            );
+        }
+        let publish_will = self.is_connected();
+        self.phase = Phase::Closed;
+        Event::Close(Close {
+            reason,
+            publish_will,
+            session_expiry: None,
+            detail,
+        })
+    }
+
+    fn handle(
+        &mut self,
+        packet: Packet,
+        session: Option<&mut SessionState>,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Option<Event> {
+        let Phase::Connected = self.phase else {
+            return Some(match packet {
+                Packet::Connect(connect) => self.on_connect(*connect, out),
+                other => {
+                    // [MQTT-3.1.0-1]: the first packet must be CONNECT.
+                    self.phase = Phase::Closed;
+                    Event::Close(Close {
+                        reason: DisconnectReasonCode::ProtocolError,
+                        publish_will: false,
+                        session_expiry: None,
+                        detail: format!("{:?} before CONNECT [MQTT-3.1.0-1]", other.packet_type()),
+                    })
+                }
+            });
+        };
+        let version = self.version();
+        let session = session.expect("a connected connection has a session");
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish, session, now, out),
+            Packet::PubAck(ack) => self.ack_result(session.on_puback(ack.pid, now, out)),
+            Packet::PubRec(rec) => {
+                let failed = rec.reason.is_error();
+                self.ack_result(session.on_pubrec(rec.pid, failed, now, out))
+            }
+            Packet::PubComp(comp) => self.ack_result(session.on_pubcomp(comp.pid, now, out)),
+            Packet::PubRel(rel) => {
+                let mut comp = PubComp::new(rel.pid);
+                if !session.on_pubrel(rel.pid) && version.is_v5() {
+                    comp.reason = PubRelReasonCode::PacketIdentifierNotFound;
+                }
+                encode_infallible(&Packet::PubComp(comp), version, out);
+                None
+            }
+            Packet::Subscribe(subscribe) => Some(Event::Subscribe(subscribe)),
+            Packet::Unsubscribe(unsubscribe) => Some(Event::Unsubscribe(unsubscribe)),
+            Packet::PingReq => {
+                encode_infallible(&Packet::PingResp, version, out);
+                None
+            }
+            Packet::Disconnect(disconnect) => Some(self.on_disconnect(disconnect, out)),
+            Packet::Connect(_) => Some(self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "second CONNECT [MQTT-3.1.0-2]".into(),
+                out,
+            )),
+            Packet::Auth(_) => Some(self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "AUTH without an authentication method in CONNECT [MQTT-4.12.0-1]".into(),
+                out,
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Some(self.fail(
+                    DisconnectReasonCode::ProtocolError,
+                    format!("{:?} is sent only by servers", packet.packet_type()),
+                    out,
+                ))
+            }
+        }
+    }
+
+    fn ack_result(&mut self, result: Result<(), AckError>) -> Option<Event> {
+        if let Err(error) = result {
+            // An acknowledgement for an unknown id is not fatal: the client
+            // may be acknowledging a message the broker already dropped.
+            tracing::debug!(%error, "ignored acknowledgement");
+        }
+        None
+    }
+
+    fn on_connect(&mut self, connect: Connect, out: &mut BytesMut) -> Event {
+        let version = connect.protocol;
+        self.decoder.version = version;
+        let refuse =
+            |this: &mut Self, code: ConnectReasonCode, detail: String, out: &mut BytesMut| {
+                encode_infallible(
+                    &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
+                    version,
+                    out,
+                );
+                this.phase = Phase::Closed;
+                Event::Close(Close {
+                    reason: DisconnectReasonCode::UnspecifiedError,
+                    publish_will: false,
+                    session_expiry: None,
+                    detail,
+                })
+            };
+        if connect.properties.authentication_method.is_some() {
+            return refuse(
+                self,
+                ConnectReasonCode::BadAuthenticationMethod,
+                "enhanced authentication is not supported (5.0 §4.12)".into(),
+                out,
+            );
+        }
+        let empty_id = connect.client_id.is_empty();
+        if empty_id
+            && (version == ProtocolVersion::V3_1 || (!version.is_v5() && !connect.clean_start))
+        {
+            // [MQTT-3.1.3-8] (3.1.1): an empty id needs CleanSession=1;
+            // MQTT 3.1 requires 1 to 23 characters.
+            return refuse(
+                self,
+                ConnectReasonCode::ClientIdentifierNotValid,
+                "empty client id without a clean session [MQTT-3.1.3-8]".into(),
+                out,
+            );
+        }
+        if let Some(will) = &connect.will {
+            if let Err(detail) = self.check_topic(&will.topic) {
+                return refuse(self, ConnectReasonCode::TopicNameInvalid, detail, out);
+            }
+        }
+        let session_expiry = if version.is_v5() {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        }
+        .min(self.limits.max_session_expiry);
+        let keep_alive = match self.limits.max_keepalive {
+            0 => connect.keep_alive,
+            max if connect.keep_alive == 0 || connect.keep_alive > max => max,
+            _ => connect.keep_alive,
+        };
+        self.session_expiry = session_expiry;
+        self.keep_alive = keep_alive;
+        self.request_problem_information = connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true);
+        self.will_delay = connect
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0);
+        Event::Connect(Box::new(ConnectRequest {
+            client_id: connect.client_id.as_mqtt_str().clone(),
+            assigned_client_id: empty_id,
+            session_expiry,
+            keep_alive,
+            connect,
+        }))
+    }
+
+    /// Completes a CONNECT: writes the CONNACK and attaches the session,
+    /// which resends what was inflight.
+    pub fn accept(
+        &mut self,
+        request: ConnectRequest,
+        session: &mut SessionState,
+        session_present: bool,
+        key: SessionKey,
+        now: Instant,
+        out: &mut BytesMut,
+    ) {
+        let connect = request.connect;
+        let version = connect.protocol;
+        let mut ack = ConnAck::new(ConnectReasonCode::Success, session_present);
+        if version.is_v5() {
+            ack.properties =
+                self.connack_properties(&connect, &request.client_id, request.assigned_client_id);
+            if request.session_expiry != connect.properties.session_expiry_interval.unwrap_or(0) {
+                ack.properties.session_expiry_interval = Some(request.session_expiry);
+            }
+        }
+        encode_infallible(&Packet::ConnAck(Box::new(ack)), version, out);
+        self.will = connect.will;
+        self.session_key = Some(key);
+        self.phase = Phase::Connected;
+        self.last_received = now;
+        let peer = Peer {
+            version,
+            receive_maximum: connect
+                .properties
+                .receive_maximum
+                .map_or(u16::MAX, NonZeroU16::get),
+            maximum_packet_size: connect
+                .properties
+                .maximum_packet_size
+                .map_or(u32::MAX, NonZeroU32::get),
+        };
+        session.attach(peer, now, out);
+    }
+
+    /// Refuses a CONNECT with `code` and ends the connection.
+    pub fn refuse(&mut self, code: ConnectReasonCode, out: &mut BytesMut) {
+        encode_infallible(
+            &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
+            self.version(),
+            out,
+        );
+        self.phase = Phase::Closed;
+    }
+
+    fn connack_properties(
+        &self,
+        connect: &Connect,
+        client_id: &MqttStr,
+        assigned: bool,
+    ) -> ConnAckProperties {
+        let mut props = ConnAckProperties {
+            receive_maximum: NonZeroU16::new(self.limits.receive_maximum),
+            maximum_packet_size: NonZeroU32::new(self.limits.max_packet_size),
+            topic_alias_maximum: Some(self.limits.topic_alias_maximum),
+            retain_available: Some(true),
+            wildcard_subscription_available: Some(true),
+            subscription_identifiers_available: Some(true),
+            shared_subscription_available: Some(true),
+            ..ConnAckProperties::default()
+        };
+        if assigned {
+            props.assigned_client_identifier = Some(crate::codec::ClientId::new(client_id.clone()));
+        }
+        if self.keep_alive != connect.keep_alive {
+            // [MQTT-3.2.2-21]: the client must use the Server Keep Alive.
+            props.server_keep_alive = Some(self.keep_alive);
+        }
+        props
+    }
+
+    fn check_topic(&self, topic: &TopicName) -> Result<(), String> {
+        if topic.len() > self.limits.max_topic_length {
+            return Err(format!(
+                "topic longer than {} bytes",
+                self.limits.max_topic_length
+            ));
+        }
+        if topic.levels().count() > self.limits.max_topic_levels {
+            return Err(format!(
+                "topic deeper than {} levels",
+                self.limits.max_topic_levels
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_publish(
+        &mut self,
+        mut publish: Publish,
+        session: &mut SessionState,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Option<Event> {
+        let version = self.version();
+        if version.is_v5() {
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Some(self.fail(
+                    DisconnectReasonCode::ProtocolError,
+                    "PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]".into(),
+                    out,
+                ));
+            }
+            if let Err(event) = self.resolve_topic_alias(&mut publish, out) {
+                return Some(event);
+            }
+        }
+        if let Err(detail) = self.check_topic(&publish.topic) {
+            return Some(self.fail(DisconnectReasonCode::TopicNameInvalid, detail, out));
+        }
+        let ack = match publish.qos_pid.pid() {
+            None => PendingAck::None,
+            Some(pid) if publish.qos() == QoS::AtLeastOnce => PendingAck::PubAck(pid),
+            Some(pid) => {
+                if !session.on_inbound_qos2(pid) {
+                    // Redelivered before PUBREL: acknowledge, don't route again.
+                    encode_infallible(&Packet::PubRec(PubRec::new(pid)), version, out);
+                    return None;
+                }
+                if session.inbound_qos2_len() > usize::from(self.limits.receive_maximum) {
+                    return Some(self.fail(
+                        DisconnectReasonCode::ReceiveMaximumExceeded,
+                        "more unacknowledged QoS 2 PUBLISHes than Receive Maximum [MQTT-3.3.4-9]".into(),
+                        out,
+                    ));
+                }
+                PendingAck::PubRec(pid)
+            }
+        };
+        if publish.topic.is_system() {
+            // Clients cannot publish to `$` topics here: acknowledge (5.0
+            // with "not authorized") and drop.
+            self.publish_routed(ack, Some(PubAckReasonCode::NotAuthorized), out);
+            return None;
+        }
+        let message = Message::from_publish(&publish, self.session_key, now);
+        Some(Event::Publish { message, ack })
+    }
+
+    fn resolve_topic_alias(
+        &mut self,
+        publish: &mut Publish,
+        out: &mut BytesMut,
+    ) -> Result<(), Event> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias.get() > self.limits.topic_alias_maximum {
+            // [MQTT-3.3.2-9]: above the advertised Topic Alias Maximum.
+            return Err(self.fail(
+                DisconnectReasonCode::TopicAliasInvalid,
+                format!("topic alias {alias} above the maximum [MQTT-3.3.2-9]"),
+                out,
+            ));
+        }
+        let index = usize::from(alias.get() - 1);
+        if publish.topic.is_empty() {
+            match self.topic_aliases.get(index).cloned().flatten() {
+                Some(topic) => publish.topic = topic,
+                None => {
+                    return Err(self.fail(
+                        DisconnectReasonCode::ProtocolError,
+                        format!("topic alias {alias} used before it was set (5.0 §3.3.2.3.4)"),
+                        out,
+                    ));
+                }
+            }
+        } else {
+            if self.topic_aliases.len() <= index {
+                self.topic_aliases.resize(index + 1, None);
+            }
+            self.topic_aliases[index] = Some(publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Writes the acknowledgement owed for a routed PUBLISH. 5.0 reports
+    /// "no matching subscribers" (0x10) when `reason` says so.
+    pub fn publish_routed(
+        &mut self,
+        ack: PendingAck,
+        reason: Option<PubAckReasonCode>,
+        out: &mut BytesMut,
+    ) {
+        let version = self.version();
+        let reason = reason
+            .filter(|_| version.is_v5())
+            .unwrap_or(PubAckReasonCode::Success);
+        match ack {
+            PendingAck::None => {}
+            PendingAck::PubAck(pid) => {
+                let mut ack = PubAck::new(pid);
+                ack.reason = reason;
+                encode_infallible(&Packet::PubAck(ack), version, out);
+            }
+            PendingAck::PubRec(pid) => {
+                let mut rec = PubRec::new(pid);
+                rec.reason = reason;
+                encode_infallible(&Packet::PubRec(rec), version, out);
+            }
+        }
+    }
+
+    /// Writes the SUBACK for a handled SUBSCRIBE.
+    pub fn subscribed(
+        &mut self,
+        pid: PacketId,
+        reason_codes: Vec<SubAckReasonCode>,
+        out: &mut BytesMut,
+    ) {
+        let ack = SubAck {
+            pid,
+            properties: Default::default(),
+            reason_codes,
+        };
+        encode_infallible(&Packet::SubAck(ack), self.version(), out);
+    }
+
+    /// Writes the UNSUBACK for a handled UNSUBSCRIBE.
+    pub fn unsubscribed(
+        &mut self,
+        pid: PacketId,
+        reason_codes: Vec<crate::codec::UnsubAckReasonCode>,
+        out: &mut BytesMut,
+    ) {
+        let ack = UnsubAck {
+            pid,
+            properties: Default::default(),
+            reason_codes,
+        };
+        encode_infallible(&Packet::UnsubAck(ack), self.version(), out);
+    }
+
+    fn on_disconnect(&mut self, disconnect: Disconnect, out: &mut BytesMut) -> Event {
+        let expiry = disconnect.properties.session_expiry_interval;
+        if expiry.is_some_and(|e| e > 0) && self.session_expiry == 0 {
+            // [MQTT-3.14.2-2]: a session that was to end on close cannot be
+            // extended at DISCONNECT.
+            return self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "DISCONNECT sets a Session Expiry Interval after CONNECT set 0 [MQTT-3.14.2-2]"
+                    .into(),
+                out,
+            );
+        }
+        self.phase = Phase::Closed;
+        if let Some(expiry) = expiry {
+            self.session_expiry = expiry.min(self.limits.max_session_expiry);
+        }
+        Event::Close(Close {
+            publish_will: disconnect.reason == DisconnectReasonCode::DisconnectWithWillMessage,
+            reason: disconnect.reason,
+            session_expiry: expiry,
+            detail: "client sent DISCONNECT".into(),
+        })
+    }
+
+    /// Ends the connection from the server's side (shutdown, takeover,
+    /// keepalive). 5.0 clients get a DISCONNECT with `reason`.
+    pub fn server_disconnect(
+        &mut self,
+        reason: DisconnectReasonCode,
+        publish_will: bool,
+        out: &mut BytesMut,
+    ) -> Close {
+        if self.is_connected() && self.version().is_v5() {
+            encode_infallible(
+                &Packet::Disconnect(Disconnect::new(reason)),
+                ProtocolVersion::V5,
+                out,
+            );
+        }
+        self.phase = Phase::Closed;
+        Close {
+            reason,
+            publish_will,
+            session_expiry: None,
+            detail: format!("server disconnect: {reason}"),
+        }
+    }
+
+    /// Whether reason strings and user properties may be sent on packets
+    /// other than PUBLISH, CONNACK and DISCONNECT ([MQTT-3.1.2-29]).
+    pub fn may_send_problem_information(&self) -> bool {
+        self.request_problem_information
+    }
+}
+
+/// The protocol level of a CONNECT at the front of `input`, if one is
+/// there: used to answer an unacceptable CONNECT in the client's version.
+fn connect_level(input: &[u8]) -> Option<u8> {
+    if input.first()? >> 4 != 1 {
+        return None;
+    }
+    let mut i = 1;
+    while *input.get(i)? & 0x80 != 0 {
+        i += 1;
+        if i > 4 {
+            return None;
+        }
+    }
+    let name_len = usize::from(u16::from_be_bytes([*input.get(i + 1)?, *input.get(i + 2)?]));
+    input.get(i + 3 + name_len).copied()
+}

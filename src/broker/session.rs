@@ -1,0 +1,743 @@
+//! The per-client session state machine (MQTT 5.0 §4.1, §4.3, §4.4, §4.9):
+//! outbound QoS 1 and 2 flows, the inflight window, the bounded queue, and
+//! the inbound QoS 2 exactly-once state.
+//!
+//! Sans-IO: it takes packet ids, messages and `Instant`s, and writes encoded
+//! packets into the caller's `BytesMut`. Owns: packet id allocation, what is
+//! inflight, what is queued and what is dropped (and why). Does not own: the
+//! socket, timers, routing, or subscriptions (the runtime keeps those in the
+//! trie replicas and in [`SessionState::subscriptions`]).
+
+use std::collections::VecDeque;
+use std::num::NonZeroU16;
+use std::time::Instant;
+
+use ahash::{AHashMap, AHashSet};
+use bytes::BytesMut;
+
+use super::message::{DeliveryPlan, Message, SubscriptionEntry};
+use crate::codec::{
+    Delivery, Packet, PacketId, ProtocolVersion, PubRel, PubRelReasonCode, QoS, QosPid, TopicFilter,
+};
+
+/// What to do when a session's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "runtime", derive(serde::Deserialize))]
+#[cfg_attr(feature = "runtime", serde(rename_all = "kebab-case"))]
+pub enum DropPolicy {
+    /// Refuse the new message (the queue keeps the oldest).
+    #[default]
+    DropNewest,
+    /// Make room by discarding the oldest queued message.
+    DropOldest,
+}
+
+/// Per-session limits, from the broker's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Outbound inflight window for 3.x clients; 5.0 clients get the
+    /// smaller of this and their Receive Maximum.
+    pub max_inflight: u16,
+    /// Messages queued beyond the inflight window, online or offline.
+    pub max_queued: usize,
+    /// Whether QoS 0 messages are queued for an offline session.
+    pub queue_qos0_offline: bool,
+    pub drop_policy: DropPolicy,
+    /// Bytes of unsent output above which QoS 0 is dropped and QoS 1/2
+    /// wait in the queue: the slow-consumer cap.
+    pub write_buffer_cap: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_inflight: 32,
+            max_queued: 1000,
+            queue_qos0_offline: false,
+            drop_policy: DropPolicy::DropNewest,
+            write_buffer_cap: 1 << 20,
+        }
+    }
+}
+
+/// Why a message was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    QueueFull,
+    Expired,
+    /// Larger than the client's Maximum Packet Size ([MQTT-3.1.2-25]).
+    TooLarge,
+    /// QoS 0 while the client's write buffer is over its cap.
+    SlowConsumer,
+    /// QoS 0 for an offline session that does not queue QoS 0.
+    Offline,
+}
+
+/// What happened to a message handed to [`SessionState::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverOutcome {
+    Written,
+    Queued,
+    Dropped(DropReason),
+}
+
+/// A protocol violation the session detected in an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// PUBACK, PUBREC or PUBCOMP for a packet id that is not awaiting it.
+    #[error("acknowledgement for packet id {0} that is not inflight")]
+    UnknownPacketId(u16),
+}
+
+/// Counters of what this session dropped, drained by the runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    pub queue_full: u64,
+    pub expired: u64,
+    pub too_large: u64,
+    pub slow_consumer: u64,
+    pub offline: u64,
+}
+
+impl DropCounts {
+    fn count(&mut self, reason: DropReason) {
+        match reason {
+            DropReason::QueueFull => self.queue_full += 1,
+            DropReason::Expired => self.expired += 1,
+            DropReason::TooLarge => self.too_large += 1,
+            DropReason::SlowConsumer => self.slow_consumer += 1,
+            DropReason::Offline => self.offline += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    message: Message,
+    plan: DeliveryPlan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InflightStage {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    AwaitAck,
+    /// PUBREL sent; waiting for PUBCOMP.
+    AwaitComplete,
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    pid: PacketId,
+    stage: InflightStage,
+    pending: Pending,
+}
+
+/// Who the session is talking to while it is online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub version: ProtocolVersion,
+    /// The client's Receive Maximum (65,535 when absent, and for 3.x).
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size (unlimited when absent).
+    pub maximum_packet_size: u32,
+}
+
+/// Everything a session keeps between connections: what moves with a
+/// client when it reconnects on another core.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    pub limits: SessionLimits,
+    peer: Option<Peer>,
+    next_pid: u16,
+    inflight: VecDeque<Inflight>,
+    queue: VecDeque<Pending>,
+    /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL.
+    inbound_qos2: AHashSet<u16>,
+    /// The session's subscriptions, so they survive a reconnect and can be
+    /// re-registered when the session moves between cores.
+    pub subscriptions: AHashMap<TopicFilter, SubscriptionEntry>,
+    pub drops: DropCounts,
+}
+
+impl SessionState {
+    pub fn new(limits: SessionLimits) -> Self {
+        SessionState {
+            limits,
+            peer: None,
+            next_pid: 0,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            inbound_qos2: AHashSet::new(),
+            subscriptions: AHashMap::new(),
+            drops: DropCounts::default(),
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Number of inbound QoS 2 messages awaiting PUBREL: what the server's
+    /// Receive Maximum bounds ([MQTT-3.3.4-9]).
+    pub fn inbound_qos2_len(&self) -> usize {
+        self.inbound_qos2.len()
+    }
+
+    fn window(&self) -> usize {
+        match self.peer {
+            Some(peer) => usize::from(peer.receive_maximum.min(self.limits.max_inflight).max(1)),
+            None => 0,
+        }
+    }
+
+    /// Attaches a connection. Unacknowledged PUBLISH packets are sent again
+    /// with DUP set and PUBRELs are repeated, in their original order
+    /// ([MQTT-4.4.0-1], [MQTT-4.6.0-1]); then queued messages flow.
+    pub fn attach(&mut self, peer: Peer, now: Instant, out: &mut BytesMut) {
+        self.peer = Some(peer);
+        let inflight = std::mem::take(&mut self.inflight);
+        for entry in inflight {
+            match entry.stage {
+                InflightStage::AwaitAck => {
+                    if entry.pending.message.is_expired(now) {
+                        self.drops.count(DropReason::Expired);
+                        continue;
+                    }
+                    let qos_pid = QosPid::new(entry.pending.plan.qos, Some(entry.pid))
+                        .expect("inflight messages have QoS 1 or 2");
+                    if self
+                        .write_publish(&entry.pending, qos_pid, true, now, out)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                }
+                InflightStage::AwaitComplete => write_pubrel(peer.version, entry.pid, out),
+            }
+            self.inflight.push_back(entry);
+        }
+        self.pump(now, out);
+    }
+
+    /// The connection is gone; the session stays. QoS 0 messages are only
+    /// kept if the configuration queues QoS 0 for offline sessions.
+    pub fn detach(&mut self) {
+        self.peer = None;
+        if !self.limits.queue_qos0_offline {
+            let before = self.queue.len();
+            self.queue.retain(|p| p.plan.qos != QoS::AtMostOnce);
+            self.drops.offline += (before - self.queue.len()) as u64;
+        }
+    }
+
+    /// Hands a message to the session: written now if the window and the
+    /// write buffer allow, queued if not, dropped (and counted) when it
+    /// cannot be kept.
+    pub fn deliver(
+        &mut self,
+        message: Message,
+        plan: DeliveryPlan,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> DeliverOutcome {
+        if message.is_expired(now) {
+            return self.dropped(DropReason::Expired);
+        }
+        let pending = Pending { message, plan };
+        if self.peer.is_none() {
+            if pending.plan.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
+                return self.dropped(DropReason::Offline);
+            }
+            return self.enqueue(pending);
+        }
+        let buffer_full = out.len() >= self.limits.write_buffer_cap;
+        if pending.plan.qos == QoS::AtMostOnce {
+            if buffer_full {
+                return self.dropped(DropReason::SlowConsumer);
+            }
+            return match self.write_publish(&pending, QosPid::AtMostOnce, false, now, out) {
+                Ok(()) => DeliverOutcome::Written,
+                Err(reason) => DeliverOutcome::Dropped(reason),
+            };
+        }
+        if buffer_full || !self.queue.is_empty() || self.inflight.len() >= self.window() {
+            return self.enqueue(pending);
+        }
+        self.send_with_new_pid(pending, now, out)
+    }
+
+    fn dropped(&mut self, reason: DropReason) -> DeliverOutcome {
+        self.drops.count(reason);
+        DeliverOutcome::Dropped(reason)
+    }
+
+    fn enqueue(&mut self, pending: Pending) -> DeliverOutcome {
+        if self.queue.len() >= self.limits.max_queued {
+            match self.limits.drop_policy {
+                DropPolicy::DropNewest => return self.dropped(DropReason::QueueFull),
+                DropPolicy::DropOldest => {
+                    self.queue.pop_front();
+                    self.drops.count(DropReason::QueueFull);
+                }
+            }
+        }
+        self.queue.push_back(pending);
+        DeliverOutcome::Queued
+    }
+
+    fn send_with_new_pid(
+        &mut self,
+        pending: Pending,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> DeliverOutcome {
+        let pid = self.allocate_pid();
+        let qos_pid = QosPid::new(pending.plan.qos, Some(pid)).expect("QoS 1 or 2");
+        match self.write_publish(&pending, qos_pid, false, now, out) {
+            Ok(()) => {
+                self.inflight.push_back(Inflight {
+                    pid,
+                    stage: InflightStage::AwaitAck,
+                    pending,
+                });
+                DeliverOutcome::Written
+            }
+            Err(reason) => DeliverOutcome::Dropped(reason),
+        }
+    }
+
+    /// Moves queued messages into the window while it has room and the
+    /// write buffer is under its cap.
+    pub fn pump(&mut self, now: Instant, out: &mut BytesMut) {
+        if self.peer.is_none() {
+            return;
+        }
+        while self.inflight.len() < self.window() && out.len() < self.limits.write_buffer_cap {
+            let Some(pending) = self.queue.pop_front() else {
+                break;
+            };
+            if pending.message.is_expired(now) {
+                self.drops.count(DropReason::Expired);
+                continue;
+            }
+            if pending.plan.qos == QoS::AtMostOnce {
+                let _ = self.write_publish(&pending, QosPid::AtMostOnce, false, now, out);
+            } else {
+                self.send_with_new_pid(pending, now, out);
+            }
+        }
+    }
+
+    fn allocate_pid(&mut self) -> PacketId {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            let Some(pid) = NonZeroU16::new(self.next_pid) else {
+                continue;
+            };
+            // [MQTT-2.2.1-3]: an id is not reused while its flow is open.
+            if !self.inflight.iter().any(|e| e.pid == pid) {
+                return pid;
+            }
+        }
+    }
+
+    fn write_publish(
+        &mut self,
+        pending: &Pending,
+        qos_pid: QosPid,
+        dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Result<(), DropReason> {
+        let peer = self.peer.expect("written only while online");
+        let delivery = Delivery {
+            qos_pid,
+            dup,
+            retain: pending.plan.retain,
+            message_expiry_interval: pending.message.remaining_expiry(now),
+            subscription_identifiers: &pending.plan.subscription_ids,
+            topic_alias: None,
+            send_topic: true,
+        };
+        let template = &pending.message.template;
+        if template.delivery_len(peer.version, &delivery) > peer.maximum_packet_size as usize {
+            // [MQTT-3.1.2-25]: never send more than the client allows.
+            self.drops.count(DropReason::TooLarge);
+            return Err(DropReason::TooLarge);
+        }
+        template
+            .encode(peer.version, &delivery, out)
+            .map_err(|_| DropReason::TooLarge)
+    }
+
+    fn take_inflight(
+        &mut self,
+        pid: u16,
+        stage: InflightStage,
+        qos: QoS,
+    ) -> Result<Inflight, AckError> {
+        let index = self
+            .inflight
+            .iter()
+            .position(|e| e.pid.get() == pid && e.stage == stage && e.pending.plan.qos == qos)
+            .ok_or(AckError::UnknownPacketId(pid))?;
+        Ok(self.inflight.remove(index).expect("index from position"))
+    }
+
+    /// PUBACK: the QoS 1 flow ends ([MQTT-4.3.2-4]... the id is free again).
+    pub fn on_puback(
+        &mut self,
+        pid: PacketId,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Result<(), AckError> {
+        self.take_inflight(pid.get(), InflightStage::AwaitAck, QoS::AtLeastOnce)?;
+        self.pump(now, out);
+        Ok(())
+    }
+
+    /// PUBREC: answer with PUBREL ([MQTT-4.3.3-4]); a failure reason ends
+    /// the flow (5.0 §4.3.3).
+    pub fn on_pubrec(
+        &mut self,
+        pid: PacketId,
+        failed: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Result<(), AckError> {
+        let version = self.peer.map_or(ProtocolVersion::V5, |p| p.version);
+        let index = self
+            .inflight
+            .iter()
+            .position(|e| e.pid == pid && e.pending.plan.qos == QoS::ExactlyOnce);
+        let Some(index) = index else {
+            if version.is_v5() {
+                let mut rel = PubRel::new(pid);
+                rel.reason = PubRelReasonCode::PacketIdentifierNotFound;
+                encode_infallible(&Packet::PubRel(rel), version, out);
+            }
+            return Err(AckError::UnknownPacketId(pid.get()));
+        };
+        if failed {
+            self.inflight.remove(index);
+            self.pump(now, out);
+            return Ok(());
+        }
+        self.inflight[index].stage = InflightStage::AwaitComplete;
+        write_pubrel(version, pid, out);
+        Ok(())
+    }
+
+    /// PUBCOMP: the QoS 2 flow ends.
+    pub fn on_pubcomp(
+        &mut self,
+        pid: PacketId,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Result<(), AckError> {
+        self.take_inflight(pid.get(), InflightStage::AwaitComplete, QoS::ExactlyOnce)?;
+        self.pump(now, out);
+        Ok(())
+    }
+
+    /// An inbound QoS 2 PUBLISH. Returns true the first time its packet id
+    /// is seen, false for a redelivery before PUBREL: the message is routed
+    /// only once ([MQTT-4.3.3-10] 5.0 / [MQTT-4.3.3-2] 3.1.1 method B).
+    pub fn on_inbound_qos2(&mut self, pid: PacketId) -> bool {
+        self.inbound_qos2.insert(pid.get())
+    }
+
+    /// PUBREL: the id may be used again. Returns false if it was unknown,
+    /// which 5.0 answers with PUBCOMP 0x92.
+    pub fn on_pubrel(&mut self, pid: PacketId) -> bool {
+        self.inbound_qos2.remove(&pid.get())
+    }
+}
+
+fn write_pubrel(version: ProtocolVersion, pid: PacketId, out: &mut BytesMut) {
+    encode_infallible(&Packet::PubRel(PubRel::new(pid)), version, out);
+}
+
+/// Encodes a small control packet whose size cannot exceed the limit.
+pub(crate) fn encode_infallible(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
+    packet
+        .encode(version, out)
+        .expect("control packets are far below the size limit");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::message::SubscriptionEntry;
+    use crate::codec::{Decoder, Publish, SubscriptionOptions, TopicName};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn message(qos: QoS, payload: &'static [u8]) -> Message {
+        let mut publish = Publish::new(
+            TopicName::try_from("t").unwrap(),
+            Bytes::from_static(payload),
+        );
+        publish.qos_pid = QosPid::new(qos, PacketId::new(9)).unwrap();
+        Message::from_publish(&publish, None, Instant::now())
+    }
+
+    fn plan(message: &Message) -> DeliveryPlan {
+        let entry = SubscriptionEntry {
+            options: SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                ..Default::default()
+            },
+            identifier: None,
+        };
+        DeliveryPlan::new(message, &entry, false)
+    }
+
+    fn peer(receive_maximum: u16) -> Peer {
+        Peer {
+            version: ProtocolVersion::V5,
+            receive_maximum,
+            maximum_packet_size: u32::MAX,
+        }
+    }
+
+    fn decode_all(out: &mut BytesMut) -> Vec<Packet> {
+        let decoder = Decoder::new(ProtocolVersion::V5, u32::MAX);
+        let mut packets = Vec::new();
+        while let Some(p) = decoder.decode(out).unwrap() {
+            packets.push(p);
+        }
+        assert!(out.is_empty());
+        packets
+    }
+
+    fn pids(packets: &[Packet]) -> Vec<(u16, bool)> {
+        packets
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => (p.pid().map_or(0, |id| id.get()), p.dup),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    fn send(s: &mut SessionState, qos: QoS, now: Instant, out: &mut BytesMut) -> DeliverOutcome {
+        let m = message(qos, b"x");
+        let p = plan(&m);
+        s.deliver(m, p, now, out)
+    }
+
+    /// 5.0 §4.9: no more than Receive Maximum unacknowledged QoS>0 PUBLISH
+    /// packets are sent ([MQTT-4.9.0-2]); the rest wait and flow on PUBACK.
+    #[test]
+    fn receive_maximum_bounds_the_inflight_window() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        s.attach(peer(2), now, &mut out);
+        for _ in 0..4 {
+            send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        }
+        assert_eq!(pids(&decode_all(&mut out)), [(1, false), (2, false)]);
+        assert_eq!((s.inflight_len(), s.queued_len()), (2, 2));
+        s.on_puback(PacketId::new(1).unwrap(), now, &mut out)
+            .unwrap();
+        assert_eq!(pids(&decode_all(&mut out)), [(3, false)]);
+        assert_eq!(
+            s.on_puback(PacketId::new(1).unwrap(), now, &mut out),
+            Err(AckError::UnknownPacketId(1))
+        );
+    }
+
+    /// [MQTT-4.4.0-1]: on reconnect, unacknowledged PUBLISHes are resent
+    /// with DUP=1 and the same ids, before anything new.
+    #[test]
+    fn reattach_resends_inflight_with_dup_in_order() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        s.attach(peer(10), now, &mut out);
+        send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        send(&mut s, QoS::ExactlyOnce, now, &mut out);
+        out.clear();
+        s.detach();
+        send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        assert!(out.is_empty(), "nothing is written while offline");
+        s.attach(peer(10), now, &mut out);
+        assert_eq!(
+            pids(&decode_all(&mut out)),
+            [(1, true), (2, true), (3, false)]
+        );
+    }
+
+    /// QoS 2 outbound: PUBREC -> PUBREL, repeated on reconnect
+    /// ([MQTT-4.4.0-1]), and PUBCOMP ends the flow.
+    #[test]
+    fn qos2_outbound_flow_resends_pubrel_after_reconnect() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        s.attach(peer(10), now, &mut out);
+        send(&mut s, QoS::ExactlyOnce, now, &mut out);
+        out.clear();
+        let pid = PacketId::new(1).unwrap();
+        s.on_pubrec(pid, false, now, &mut out).unwrap();
+        assert_eq!(decode_all(&mut out), [Packet::PubRel(PubRel::new(pid))]);
+        s.detach();
+        s.attach(peer(10), now, &mut out);
+        assert_eq!(decode_all(&mut out), [Packet::PubRel(PubRel::new(pid))]);
+        s.on_pubcomp(pid, now, &mut out).unwrap();
+        assert_eq!(s.inflight_len(), 0);
+    }
+
+    /// Inbound QoS 2: a PUBLISH redelivered before PUBREL is not routed
+    /// twice ([MQTT-4.3.3-10]).
+    #[test]
+    fn inbound_qos2_duplicates_are_detected_until_pubrel() {
+        let mut s = SessionState::new(SessionLimits::default());
+        let pid = PacketId::new(5).unwrap();
+        assert!(s.on_inbound_qos2(pid));
+        assert!(!s.on_inbound_qos2(pid));
+        assert!(s.on_pubrel(pid));
+        assert!(!s.on_pubrel(pid));
+        assert!(s.on_inbound_qos2(pid));
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts_per_policy() {
+        let now = Instant::now();
+        let limits = SessionLimits {
+            max_queued: 2,
+            ..SessionLimits::default()
+        };
+        let mut s = SessionState::new(limits);
+        let mut out = BytesMut::new();
+        for _ in 0..3 {
+            send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        }
+        assert_eq!(s.queued_len(), 2);
+        assert_eq!(s.drops.queue_full, 1);
+        let mut s = SessionState::new(SessionLimits {
+            drop_policy: DropPolicy::DropOldest,
+            ..limits
+        });
+        for _ in 0..3 {
+            send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        }
+        assert_eq!((s.queued_len(), s.drops.queue_full), (2, 1));
+    }
+
+    /// QoS 0 is not queued for offline sessions unless configured.
+    #[test]
+    fn offline_qos0_is_dropped_by_default() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        assert_eq!(
+            send(&mut s, QoS::AtMostOnce, now, &mut out),
+            DeliverOutcome::Dropped(DropReason::Offline)
+        );
+        let mut s = SessionState::new(SessionLimits {
+            queue_qos0_offline: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            send(&mut s, QoS::AtMostOnce, now, &mut out),
+            DeliverOutcome::Queued
+        );
+    }
+
+    /// 5.0 §3.3.2.3.3: an expired message is not delivered; the expiry
+    /// interval sent is what is left of it.
+    #[test]
+    fn messages_expire_while_queued() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        let mut m = message(QoS::AtLeastOnce, b"x");
+        m.expires_at = Some(now + Duration::from_secs(10));
+        let p = plan(&m);
+        s.deliver(m.clone(), p.clone(), now, &mut out);
+        s.deliver(message(QoS::AtLeastOnce, b"y"), p, now, &mut out);
+        s.attach(peer(10), now + Duration::from_secs(4), &mut out);
+        let packets = decode_all(&mut out);
+        let Packet::Publish(first) = &packets[0] else {
+            panic!()
+        };
+        assert_eq!(first.properties.message_expiry_interval, Some(6));
+        s.detach();
+        let mut m2 = m;
+        m2.expires_at = Some(now + Duration::from_secs(1));
+        let p2 = plan(&m2);
+        s.deliver(m2, p2, now, &mut out);
+        s.on_puback(PacketId::new(1).unwrap(), now, &mut out)
+            .unwrap();
+        s.attach(peer(10), now + Duration::from_secs(5), &mut out);
+        assert_eq!(s.drops.expired, 1);
+    }
+
+    /// [MQTT-3.1.2-25]: a PUBLISH larger than the client's Maximum Packet
+    /// Size is dropped, not sent.
+    #[test]
+    fn oversized_publish_is_dropped_for_the_client() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        s.attach(
+            Peer {
+                maximum_packet_size: 16,
+                ..peer(10)
+            },
+            now,
+            &mut out,
+        );
+        let m = message(QoS::AtLeastOnce, b"0123456789abcdef");
+        let p = plan(&m);
+        assert_eq!(
+            s.deliver(m, p, now, &mut out),
+            DeliverOutcome::Dropped(DropReason::TooLarge)
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.inflight_len(), 0);
+    }
+
+    /// A slow consumer: QoS 0 beyond the write-buffer cap is dropped and
+    /// counted, QoS 1 waits in the queue.
+    #[test]
+    fn write_buffer_cap_drops_qos0_and_queues_qos1() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits {
+            write_buffer_cap: 8,
+            ..Default::default()
+        });
+        let mut out = BytesMut::new();
+        s.attach(peer(10), now, &mut out);
+        assert_eq!(
+            send(&mut s, QoS::AtMostOnce, now, &mut out),
+            DeliverOutcome::Written
+        );
+        assert_eq!(
+            send(&mut s, QoS::AtMostOnce, now, &mut out),
+            DeliverOutcome::Written
+        );
+        assert_eq!(
+            send(&mut s, QoS::AtMostOnce, now, &mut out),
+            DeliverOutcome::Dropped(DropReason::SlowConsumer)
+        );
+        assert_eq!(
+            send(&mut s, QoS::AtLeastOnce, now, &mut out),
+            DeliverOutcome::Queued
+        );
+        out.clear();
+        s.pump(now, &mut out);
+        assert_eq!(pids(&decode_all(&mut out)), [(1, false)]);
+    }
+}
