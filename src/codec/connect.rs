@@ -33,7 +33,7 @@ pub struct Connect {
     pub client_id: ClientId,
     pub will: Option<Will>,
     pub username: Option<MqttStr>,
-    /// 3.x allows a password only with a user name ([MQTT-3.1.2-22]); 5.0
+    /// 3.x allows a password only with a user name ([MQTT-3.1.2-22], 3.1.1); 5.0
     /// allows it alone.
     pub password: Option<Bytes>,
 }
@@ -279,5 +279,653 @@ impl ConnAck {
         } else {
             buf.put_u8(self.code.to_v3());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use super::*;
+    use crate::codec::tests::{
+        assert_wire, bytes, decode, decode_err, encode, s, topic, user, V3, V4, V5,
+    };
+    use crate::codec::{
+        ConnAckProperties, DisconnectReasonCode, Packet, PayloadFormat, StrError, TopicError,
+    };
+
+    fn connect(c: Connect) -> Packet {
+        Packet::Connect(Box::new(c))
+    }
+
+    fn connack(c: ConnAck) -> Packet {
+        Packet::ConnAck(Box::new(c))
+    }
+
+    /// MQTT 3.1 (§3.1): protocol name "MQIsdp", level 3, with a will, a
+    /// user name and a password.
+    #[test]
+    fn connect_v3_with_will_and_credentials() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x10, 0x21,
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+            0xEE, // user name, password, will retain, will QoS 1, will, clean
+            0x00, 0x3C,
+            0x00, 0x02, b'c', b'1',
+            0x00, 0x03, b'w', b'/', b't',
+            0x00, 0x03, b'b', b'y', b'e',
+            0x00, 0x01, b'u',
+            0x00, 0x02, b'p', b'w',
+        ];
+        let packet = connect(Connect {
+            protocol: V3,
+            clean_start: true,
+            keep_alive: 60,
+            properties: ConnectProperties::default(),
+            client_id: ClientId::try_from("c1").unwrap(),
+            will: Some(Will {
+                topic: topic("w/t"),
+                payload: bytes(b"bye"),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                properties: WillProperties::default(),
+            }),
+            username: Some(s("u")),
+            password: Some(bytes(b"pw")),
+        });
+        // CONNECT carries its own level, whatever the decoder assumed.
+        for assumed in [V3, V4, V5] {
+            assert_wire(assumed, wire, &packet);
+        }
+    }
+
+    /// 3.1.1 §3.1.2 (Figure 3.2, 3.3): "MQTT", level 4, Clean Session.
+    #[test]
+    fn connect_v4_minimal() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x10, 0x0F,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04,
+            0x02,
+            0x00, 0x0A,
+            0x00, 0x03, b'a', b'b', b'c',
+        ];
+        let packet = connect(Connect::new(V4, ClientId::try_from("abc").unwrap(), 10));
+        assert_wire(V4, wire, &packet);
+    }
+
+    /// 3.1.1: an empty client id, a QoS 2 will with an empty message, and a
+    /// user name without a password.
+    #[test]
+    fn connect_v4_with_qos2_will_and_user_name() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x10, 0x14,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04,
+            0x94, // user name, will QoS 2, will
+            0x00, 0x00,
+            0x00, 0x00,
+            0x00, 0x01, b't',
+            0x00, 0x00,
+            0x00, 0x01, b'u',
+        ];
+        let packet = connect(Connect {
+            protocol: V4,
+            clean_start: false,
+            keep_alive: 0,
+            properties: ConnectProperties::default(),
+            client_id: ClientId::default(),
+            will: Some(Will {
+                topic: topic("t"),
+                payload: bytes(b""),
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                properties: WillProperties::default(),
+            }),
+            username: Some(s("u")),
+            password: None,
+        });
+        assert_wire(V4, wire, &packet);
+    }
+
+    /// 5.0 §3.1.2.11 and §3.1.3.2: CONNECT properties (Session Expiry
+    /// Interval, Receive Maximum, a User Property) and every Will property.
+    #[test]
+    fn connect_v5_with_properties_and_will_properties() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x10, 0x50,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05,
+            0xCE, // user name, password, will QoS 1, will, clean start
+            0x00, 0x1E,
+            // Properties.
+            0x0F,
+            0x11, 0x00, 0x00, 0x0E, 0x10,
+            0x21, 0x00, 0x14,
+            0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v',
+            // Client identifier.
+            0x00, 0x01, b'c',
+            // Will properties.
+            0x25,
+            0x18, 0x00, 0x00, 0x00, 0x05,
+            0x01, 0x01,
+            0x02, 0x00, 0x00, 0x00, 0x3C,
+            0x03, 0x00, 0x04, b't', b'e', b'x', b't',
+            0x08, 0x00, 0x03, b'r', b'/', b't',
+            0x09, 0x00, 0x02, 0x01, 0x02,
+            0x26, 0x00, 0x01, b'a', 0x00, 0x01, b'b',
+            // Will topic and payload, user name, password.
+            0x00, 0x01, b'w',
+            0x00, 0x01, b'x',
+            0x00, 0x01, b'u',
+            0x00, 0x02, 0xFF, 0x00,
+        ];
+        let packet = connect(Connect {
+            protocol: V5,
+            clean_start: true,
+            keep_alive: 30,
+            properties: ConnectProperties {
+                session_expiry_interval: Some(3600),
+                receive_maximum: NonZeroU16::new(20),
+                user_properties: vec![user("k", "v")],
+                ..Default::default()
+            },
+            client_id: ClientId::try_from("c").unwrap(),
+            will: Some(Will {
+                topic: topic("w"),
+                payload: bytes(b"x"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: WillProperties {
+                    will_delay_interval: Some(5),
+                    payload_format_indicator: Some(PayloadFormat::Utf8),
+                    message_expiry_interval: Some(60),
+                    content_type: Some(s("text")),
+                    response_topic: Some(topic("r/t")),
+                    correlation_data: Some(bytes(&[1, 2])),
+                    user_properties: vec![user("a", "b")],
+                },
+            }),
+            username: Some(s("u")),
+            password: Some(bytes(&[0xFF, 0x00])),
+        });
+        assert_wire(V4, wire, &packet);
+        assert_wire(V5, wire, &packet);
+    }
+
+    /// 5.0 §3.1.2.9 allows a password without a user name.
+    #[test]
+    fn connect_v5_password_without_user_name_is_allowed() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x10, 0x10,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05,
+            0x42,
+            0x00, 0x00,
+            0x00,
+            0x00, 0x00,
+            0x00, 0x01, b'p',
+        ];
+        let mut c = Connect::new(V5, ClientId::default(), 0);
+        c.password = Some(bytes(b"p"));
+        assert_wire(V5, wire, &connect(c));
+    }
+
+    /// [MQTT-3.1.2-22] (3.1.1): a password needs a user name before 5.0.
+    #[test]
+    fn password_without_user_name_before_v5_is_malformed() {
+        #[rustfmt::skip]
+        let v4: &[u8] = &[
+            0x10, 0x0F,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04,
+            0x42,
+            0x00, 0x00,
+            0x00, 0x00,
+            0x00, 0x01, b'p',
+        ];
+        let err = decode_err(V4, v4);
+        assert_eq!(err, DecodeError::PasswordWithoutUsername);
+        assert!(err.to_string().contains("[MQTT-3.1.2-22]"));
+        assert_eq!(err.connack_code(), ConnectReasonCode::MalformedPacket);
+        #[rustfmt::skip]
+        let v3: &[u8] = &[
+            0x10, 0x11,
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+            0x42,
+            0x00, 0x00,
+            0x00, 0x00,
+            0x00, 0x01, b'p',
+        ];
+        assert_eq!(decode_err(V3, v3), DecodeError::PasswordWithoutUsername);
+    }
+
+    /// A CONNECT for `level` with the given name, flags and a two-byte
+    /// client id "ab" (no properties before 5.0, an empty set in 5.0).
+    fn connect_bytes(name: &[u8], level: u8, flags: u8) -> Vec<u8> {
+        let mut body = vec![0x00, name.len() as u8];
+        body.extend_from_slice(name);
+        body.extend_from_slice(&[level, flags, 0x00, 0x3C]);
+        if level == 5 {
+            body.push(0x00);
+        }
+        body.extend_from_slice(&[0x00, 0x02, b'a', b'b']);
+        let mut wire = vec![0x10, body.len() as u8];
+        wire.extend_from_slice(&body);
+        wire
+    }
+
+    #[test]
+    fn connect_bytes_builds_a_valid_connect() {
+        for (name, level) in [(&b"MQIsdp"[..], 3), (b"MQTT", 4), (b"MQTT", 5)] {
+            let Packet::Connect(c) = decode(V4, &connect_bytes(name, level, 0x02)).unwrap() else {
+                panic!("expected CONNECT");
+            };
+            assert_eq!(c.protocol.level(), level);
+            assert_eq!(c.client_id.as_str(), "ab");
+        }
+    }
+
+    /// [MQTT-3.1.2-3]: the reserved CONNECT flag must be 0 (Malformed Packet
+    /// in 5.0).
+    #[test]
+    fn connect_reserved_flag_is_malformed() {
+        for (name, level) in [(&b"MQIsdp"[..], 3), (b"MQTT", 4), (b"MQTT", 5)] {
+            let err = decode_err(V4, &connect_bytes(name, level, 0x03));
+            assert_eq!(err, DecodeError::ConnectReservedFlag);
+            assert!(err.to_string().contains("[MQTT-3.1.2-3]"));
+            assert_eq!(err.reason_code(), DisconnectReasonCode::MalformedPacket);
+            assert_eq!(err.connack_code(), ConnectReasonCode::MalformedPacket);
+        }
+    }
+
+    /// [MQTT-3.1.2-11], [MQTT-3.1.2-13] (5.0) / [MQTT-3.1.2-11],
+    /// [MQTT-3.1.2-13], [MQTT-3.1.2-15] (3.1.1): without the will flag, Will
+    /// QoS and Will Retain are 0.
+    #[test]
+    fn will_qos_or_retain_without_will_flag_is_malformed() {
+        for flags in [0x0A, 0x12, 0x22, 0x3A] {
+            for level in [4, 5] {
+                let err = decode_err(V4, &connect_bytes(b"MQTT", level, flags));
+                assert_eq!(err, DecodeError::WillFlagsWithoutWill, "{flags:#04x}");
+                let text = err.to_string();
+                assert!(text.contains("[MQTT-3.1.2-11]") && text.contains("[MQTT-3.1.2-15]"));
+            }
+        }
+    }
+
+    /// [MQTT-3.1.2-12] (5.0) / [MQTT-3.1.2-14] (3.1.1): Will QoS 3 is
+    /// malformed.
+    #[test]
+    fn will_qos_3_is_malformed() {
+        for level in [4, 5] {
+            let err = decode_err(V4, &connect_bytes(b"MQTT", level, 0x1E));
+            assert_eq!(err, DecodeError::InvalidWillQoS);
+            assert!(err.to_string().contains("[MQTT-3.1.2-12]"));
+            assert!(err.to_string().contains("[MQTT-3.1.2-14]"));
+            assert_eq!(err.connack_code(), ConnectReasonCode::MalformedPacket);
+        }
+    }
+
+    /// [MQTT-3.1.2-2]: an unsupported level is answered with 0x84 in 5.0
+    /// and return code 0x01 (unacceptable protocol version) in 3.x.
+    #[test]
+    fn unsupported_protocol_level_gets_0x84_or_0x01() {
+        for (name, level) in [
+            (&b"MQTT"[..], 3),
+            (b"MQTT", 6),
+            (b"MQTT", 0),
+            (b"MQIsdp", 4),
+        ] {
+            let err = decode_err(V4, &connect_bytes(name, level, 0x02));
+            assert_eq!(err, DecodeError::UnsupportedProtocolLevel(level));
+            assert!(err.to_string().contains("[MQTT-3.1.2-2]"));
+            let code = err.connack_code();
+            assert_eq!(code, ConnectReasonCode::UnsupportedProtocolVersion);
+            assert_eq!(code.as_u8(), 0x84);
+            assert_eq!(code.to_v3(), 0x01);
+        }
+    }
+
+    /// [MQTT-3.1.2-1]: a wrong protocol name. 5.0 lets the server answer
+    /// with 0x84 before it closes; 3.x gets return code 0x01.
+    #[test]
+    fn unsupported_protocol_name_gets_0x84_or_0x01() {
+        let err = decode_err(V4, &connect_bytes(b"MQTX", 4, 0x02));
+        assert_eq!(err, DecodeError::InvalidProtocolName("MQTX".into()));
+        assert!(err.to_string().contains("[MQTT-3.1.2-1]"));
+        assert_eq!(err.reason_code(), DisconnectReasonCode::MalformedPacket);
+        let code = err.connack_code();
+        assert_eq!(code, ConnectReasonCode::UnsupportedProtocolVersion);
+        assert_eq!(code.to_v3(), 0x01);
+        // Case matters, and "MQIsdp" is only valid at level 3.
+        assert!(matches!(
+            decode_err(V4, &connect_bytes(b"mqtt", 4, 0x02)),
+            DecodeError::InvalidProtocolName(_)
+        ));
+    }
+
+    /// [MQTT-3.3.2-2] / [MQTT-4.7.0-1] (5.0), [MQTT-4.7.1-1] (3.1.1): the
+    /// will topic is a topic name, so it carries no wildcards.
+    #[test]
+    fn will_topic_with_wildcards_is_invalid() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x10, 0x12,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04,
+            0x06,
+            0x00, 0x00,
+            0x00, 0x00,
+            0x00, 0x03, b'a', b'/', b'#',
+            0x00, 0x00,
+        ];
+        let err = decode_err(V4, wire);
+        assert_eq!(
+            err,
+            DecodeError::InvalidTopicName {
+                field: "will topic",
+                error: TopicError::WildcardInName
+            }
+        );
+        assert!(err.to_string().contains("[MQTT-3.3.2-2]"));
+        assert_eq!(err.connack_code(), ConnectReasonCode::TopicNameInvalid);
+    }
+
+    /// [MQTT-1.5.4-1..3] (5.0) / [MQTT-1.5.3-1..3] (3.1.1) inside CONNECT:
+    /// ill-formed UTF-8, U+0000 and a surrogate are malformed; a BOM stays.
+    #[test]
+    fn connect_strings_follow_the_utf8_rules() {
+        let with_client_id = |id: &[u8]| {
+            let mut wire = vec![0x10, 12 + id.len() as u8];
+            wire.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00]);
+            wire.extend_from_slice(&[0x00, id.len() as u8]);
+            wire.extend_from_slice(id);
+            wire
+        };
+        let cases: [(&[u8], StrError); 3] = [
+            (&[b'a', 0xC3, 0x28], StrError::InvalidUtf8),
+            (&[b'a', 0x00, b'b'], StrError::NullCharacter),
+            (&[0xED, 0xA0, 0x80], StrError::InvalidUtf8),
+        ];
+        for (id, error) in cases {
+            let err = decode_err(V4, &with_client_id(id));
+            assert_eq!(
+                err,
+                DecodeError::InvalidString {
+                    field: "client identifier",
+                    error
+                }
+            );
+            assert!(err.to_string().contains("[MQTT-1.5.4-"), "{err}");
+            assert!(err.to_string().contains("[MQTT-1.5.3-"), "{err}");
+            assert_eq!(err.connack_code(), ConnectReasonCode::MalformedPacket);
+        }
+        let Packet::Connect(c) = decode(V4, &with_client_id(b"\xEF\xBB\xBFid")).unwrap() else {
+            panic!("expected CONNECT");
+        };
+        assert_eq!(c.client_id.as_str().as_bytes(), b"\xEF\xBB\xBFid");
+        assert_eq!(c.client_id.as_str(), "\u{FEFF}id");
+    }
+
+    /// 5.0 §3.1.2.11: a property that may appear once, twice; and one that
+    /// CONNECT may not carry at all (Topic Alias).
+    #[test]
+    fn connect_property_rules_apply_inside_the_packet() {
+        let with_props = |props: &[u8]| {
+            let mut wire = vec![0x10, 13 + props.len() as u8];
+            wire.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x00]);
+            wire.push(props.len() as u8);
+            wire.extend_from_slice(props);
+            wire.extend_from_slice(&[0x00, 0x00]);
+            wire
+        };
+        let err = decode_err(V5, &with_props(&[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2]));
+        assert_eq!(err, DecodeError::DuplicateProperty { id: 0x11 });
+        assert_eq!(err.connack_code(), ConnectReasonCode::ProtocolError);
+        let err = decode_err(V5, &with_props(&[0x23, 0x00, 0x01]));
+        assert_eq!(
+            err,
+            DecodeError::UnexpectedProperty {
+                packet: PacketType::Connect,
+                id: 0x23
+            }
+        );
+        assert_eq!(err.connack_code(), ConnectReasonCode::MalformedPacket);
+        // Will properties are checked against the will's own table.
+        #[rustfmt::skip]
+        let will_with_session_expiry: &[u8] = &[
+            0x10, 0x18,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05,
+            0x06,
+            0x00, 0x00,
+            0x00,
+            0x00, 0x00,
+            0x05, 0x11, 0x00, 0x00, 0x00, 0x01,
+            0x00, 0x01, b't',
+            0x00, 0x00,
+        ];
+        assert_eq!(
+            decode_err(V5, will_with_session_expiry),
+            DecodeError::UnexpectedProperty {
+                packet: PacketType::Connect,
+                id: 0x11
+            }
+        );
+    }
+
+    #[test]
+    fn connect_with_trailing_bytes_is_malformed() {
+        let mut wire = connect_bytes(b"MQTT", 4, 0x02);
+        wire[1] += 1;
+        wire.push(0x00);
+        assert_eq!(
+            decode_err(V4, &wire),
+            DecodeError::TrailingBytes {
+                packet: PacketType::Connect,
+                count: 1
+            }
+        );
+    }
+
+    /// 3.1 §3.2: the first byte is unused, so Session Present is always 0
+    /// at level 3; return codes 0..5 as in 3.1.1.
+    #[test]
+    fn connack_v3() {
+        assert_wire(
+            V3,
+            &[0x20, 0x02, 0x00, 0x00],
+            &connack(ConnAck::new(ConnectReasonCode::Success, false)),
+        );
+        assert_wire(
+            V3,
+            &[0x20, 0x02, 0x00, 0x02],
+            &connack(ConnAck::new(
+                ConnectReasonCode::ClientIdentifierNotValid,
+                false,
+            )),
+        );
+        // Nothing to report a session with at level 3.
+        assert_eq!(
+            encode(V3, &connack(ConnAck::new(ConnectReasonCode::Success, true))),
+            [0x20, 0x02, 0x00, 0x00]
+        );
+    }
+
+    /// 3.1.1 §3.2.2: Session Present and the six return codes.
+    #[test]
+    fn connack_v4() {
+        assert_wire(
+            V4,
+            &[0x20, 0x02, 0x01, 0x00],
+            &connack(ConnAck::new(ConnectReasonCode::Success, true)),
+        );
+        assert_wire(
+            V4,
+            &[0x20, 0x02, 0x00, 0x05],
+            &connack(ConnAck::new(ConnectReasonCode::NotAuthorized, false)),
+        );
+        // 5.0-only codes collapse onto the nearest return code.
+        assert_eq!(
+            encode(V4, &connack(ConnAck::new(ConnectReasonCode::Banned, false))),
+            [0x20, 0x02, 0x00, 0x05]
+        );
+        assert_eq!(
+            encode(
+                V4,
+                &connack(ConnAck::new(ConnectReasonCode::ServerBusy, false))
+            ),
+            [0x20, 0x02, 0x00, 0x03]
+        );
+    }
+
+    /// 5.0 §3.2.2.3: a CONNACK carrying many properties.
+    #[test]
+    fn connack_v5_with_properties() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x20, 0x2C,
+            0x01, 0x00,
+            0x29,
+            0x11, 0x00, 0x00, 0x00, 0x78,
+            0x21, 0x00, 0x0A,
+            0x24, 0x01,
+            0x25, 0x00,
+            0x27, 0x00, 0x00, 0x10, 0x00,
+            0x12, 0x00, 0x04, b'a', b'u', b't', b'o',
+            0x22, 0x00, 0x05,
+            0x28, 0x01,
+            0x2A, 0x01,
+            0x13, 0x00, 0x3C,
+            0x26, 0x00, 0x01, b'x', 0x00, 0x01, b'y',
+        ];
+        let packet = connack(ConnAck {
+            session_present: true,
+            code: ConnectReasonCode::Success,
+            properties: ConnAckProperties {
+                session_expiry_interval: Some(120),
+                receive_maximum: NonZeroU16::new(10),
+                maximum_qos: Some(crate::codec::MaximumQoS::AtLeastOnce),
+                retain_available: Some(false),
+                maximum_packet_size: std::num::NonZeroU32::new(4096),
+                assigned_client_identifier: Some(ClientId::try_from("auto").unwrap()),
+                topic_alias_maximum: Some(5),
+                wildcard_subscription_available: Some(true),
+                shared_subscription_available: Some(true),
+                server_keep_alive: Some(60),
+                user_properties: vec![user("x", "y")],
+                ..Default::default()
+            },
+        });
+        assert_wire(V5, wire, &packet);
+    }
+
+    /// 5.0 §3.2.2.2: failure codes, with an empty property set and with a
+    /// Reason String.
+    #[test]
+    fn connack_v5_failures() {
+        assert_wire(
+            V5,
+            &[0x20, 0x03, 0x00, 0x84, 0x00],
+            &connack(ConnAck::new(
+                ConnectReasonCode::UnsupportedProtocolVersion,
+                false,
+            )),
+        );
+        let mut refused = ConnAck::new(ConnectReasonCode::NotAuthorized, false);
+        refused.properties.reason_string = Some(s("no"));
+        assert_wire(
+            V5,
+            &[0x20, 0x08, 0x00, 0x87, 0x05, 0x1F, 0x00, 0x02, b'n', b'o'],
+            &connack(refused),
+        );
+        // Session Present is never written with a failure code.
+        assert_eq!(
+            encode(
+                V5,
+                &connack(ConnAck::new(ConnectReasonCode::ServerBusy, true))
+            ),
+            [0x20, 0x03, 0x00, 0x89, 0x00]
+        );
+    }
+
+    /// [MQTT-3.2.2-1] (5.0), 3.1.1 §3.2.2.1: bits 7-1 of the acknowledge
+    /// flags are reserved.
+    #[test]
+    fn connack_reserved_flags_are_malformed() {
+        let err = decode_err(V4, &[0x20, 0x02, 0x02, 0x00]);
+        assert_eq!(err, DecodeError::ConnAckReservedFlags(0x02));
+        assert!(err.to_string().contains("[MQTT-3.2.2-1]"));
+        assert_eq!(
+            decode_err(V5, &[0x20, 0x03, 0x80, 0x00, 0x00]),
+            DecodeError::ConnAckReservedFlags(0x80)
+        );
+        // Level 3 leaves the byte unused.
+        assert!(decode(V3, &[0x20, 0x02, 0x02, 0x00]).is_ok());
+    }
+
+    /// [MQTT-3.2.2-6] (5.0) / [MQTT-3.2.2-4] (3.1.1): Session Present is 0
+    /// with a failure code.
+    #[test]
+    fn connack_session_present_with_failure_is_rejected() {
+        let err = decode_err(V4, &[0x20, 0x02, 0x01, 0x05]);
+        assert_eq!(err, DecodeError::SessionPresentOnFailure);
+        assert!(err.to_string().contains("[MQTT-3.2.2-4]"));
+        assert_eq!(
+            decode_err(V5, &[0x20, 0x03, 0x01, 0x80, 0x00]),
+            DecodeError::SessionPresentOnFailure
+        );
+    }
+
+    /// 3.1.1 §3.2.2.3: return codes 6-255 are reserved; 5.0 §3.2.2.2 lists
+    /// its codes, and 0x01..0x05 are not among them.
+    #[test]
+    fn connack_unknown_codes_are_rejected() {
+        assert_eq!(
+            decode_err(V4, &[0x20, 0x02, 0x00, 0x06]),
+            DecodeError::InvalidReasonCode {
+                packet: PacketType::ConnAck,
+                code: 0x06
+            }
+        );
+        assert_eq!(
+            decode_err(V5, &[0x20, 0x03, 0x00, 0x01, 0x00]),
+            DecodeError::InvalidReasonCode {
+                packet: PacketType::ConnAck,
+                code: 0x01
+            }
+        );
+    }
+
+    /// 5.0 §3.2.2.3: properties CONNECT may carry but CONNACK may not, and
+    /// repeated ones, inside a real CONNACK.
+    #[test]
+    fn connack_property_rules_apply_inside_the_packet() {
+        assert_eq!(
+            decode_err(V5, &[0x20, 0x05, 0x00, 0x00, 0x02, 0x17, 0x01]),
+            DecodeError::UnexpectedProperty {
+                packet: PacketType::ConnAck,
+                id: 0x17
+            }
+        );
+        assert_eq!(
+            decode_err(V5, &[0x20, 0x07, 0x00, 0x00, 0x04, 0x24, 0x00, 0x24, 0x01]),
+            DecodeError::DuplicateProperty { id: 0x24 }
+        );
+        // Maximum QoS is 0 or 1 only (5.0 §3.2.2.3.4).
+        assert_eq!(
+            decode_err(V5, &[0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x02]),
+            DecodeError::InvalidPropertyValue { id: 0x24, value: 2 }
+        );
+    }
+
+    #[test]
+    fn connack_with_trailing_bytes_is_malformed() {
+        assert_eq!(
+            decode_err(V4, &[0x20, 0x03, 0x00, 0x00, 0x00]),
+            DecodeError::TrailingBytes {
+                packet: PacketType::ConnAck,
+                count: 1
+            }
+        );
     }
 }

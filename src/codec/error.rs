@@ -15,15 +15,21 @@ use super::PacketType;
 /// Why bytes from the network are not a valid packet.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
-    #[error("variable byte integer longer than four bytes [MQTT-1.5.5-1]")]
+    /// At most four bytes: 5.0 §1.5.5 and §2.1.4, 3.1.1 §2.2.3 (neither
+    /// gives the rule a statement id).
+    #[error("variable byte integer longer than four bytes (5.0 §1.5.5, 3.1.1 §2.2.3)")]
     VarintTooLong,
-    #[error("variable byte integer not in its minimal encoding [MQTT-1.5.5-1]")]
+    /// 3.1.1 has no such rule; a broker may still refuse the longer forms.
+    #[error("variable byte integer not in its minimal encoding [MQTT-1.5.5-1] (5.0)")]
     NonMinimalVarint,
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge { size: usize, max: u32 },
-    #[error("packet type {0} is reserved [MQTT-2.1.2]")]
+    #[error("packet type {0} is reserved (5.0 §2.1.2, 3.1.1 §2.2.1)")]
     ReservedPacketType(u8),
-    #[error("{packet:?} with fixed header flags {flags:#06b} [MQTT-2.2.2-2] [MQTT-2.1.3-1]")]
+    #[error(
+        "{packet:?} with fixed header flags {flags:#06b} \
+         [MQTT-2.1.3-1] (5.0) / [MQTT-2.2.2-1] [MQTT-2.2.2-2] (3.1.1)"
+    )]
     InvalidFixedHeaderFlags { packet: PacketType, flags: u8 },
     #[error("packet ends inside its {field} field")]
     Truncated { field: &'static str },
@@ -43,11 +49,13 @@ pub enum DecodeError {
         field: &'static str,
         error: TopicError,
     },
-    #[error("PUBLISH with an empty topic name and no topic alias [MQTT-3.3.2-1] [MQTT-4.7.3-1]")]
+    /// 5.0 §3.3.2.1: "It is a Protocol Error if the Topic Name is zero
+    /// length and there is no Topic Alias."
+    #[error("PUBLISH with an empty topic name and no topic alias (5.0 §3.3.2.1) [MQTT-4.7.3-1]")]
     EmptyTopicWithoutAlias,
     #[error("topic filter: {0}")]
     InvalidTopicFilter(TopicError),
-    #[error("{packet:?} with packet identifier 0 [MQTT-2.3.1-1] [MQTT-2.2.1-3]")]
+    #[error("{packet:?} with packet identifier 0 [MQTT-2.2.1-3] (5.0) / [MQTT-2.3.1-1] (3.1.1)")]
     ZeroPacketId { packet: PacketType },
     #[error("CONNECT protocol name {0:?} is neither MQTT nor MQIsdp [MQTT-3.1.2-1]")]
     InvalidProtocolName(String),
@@ -55,27 +63,42 @@ pub enum DecodeError {
     UnsupportedProtocolLevel(u8),
     #[error("CONNECT reserved flag is set [MQTT-3.1.2-3]")]
     ConnectReservedFlag,
+    /// Will QoS: [MQTT-3.1.2-11] (5.0), [MQTT-3.1.2-13] (3.1.1); Will
+    /// Retain: [MQTT-3.1.2-13] (5.0), [MQTT-3.1.2-15] (3.1.1); 3.1.1 also
+    /// states both in [MQTT-3.1.2-11].
     #[error(
-        "CONNECT will QoS or will retain set without the will flag [MQTT-3.1.2-11] [MQTT-3.1.2-13]"
+        "CONNECT will QoS or will retain set without the will flag \
+         [MQTT-3.1.2-11] [MQTT-3.1.2-13] (5.0) / [MQTT-3.1.2-13] [MQTT-3.1.2-15] (3.1.1)"
     )]
     WillFlagsWithoutWill,
-    #[error("CONNECT will QoS 3 [MQTT-3.1.2-12]")]
+    #[error("CONNECT will QoS 3 [MQTT-3.1.2-12] (5.0) / [MQTT-3.1.2-14] (3.1.1)")]
     InvalidWillQoS,
-    #[error("CONNECT password flag without user name flag in 3.x [MQTT-3.1.2-22]")]
+    /// 5.0 dropped the rule (§3.1.2.9 allows a password alone).
+    #[error("CONNECT password flag without user name flag [MQTT-3.1.2-22] (3.1.1)")]
     PasswordWithoutUsername,
-    #[error("CONNACK acknowledge flags {0:#04x} have reserved bits set [MQTT-3.2.2-1]")]
+    /// 3.1.1 §3.2.2.1 states the same rule without a statement id.
+    #[error("CONNACK acknowledge flags {0:#04x} have reserved bits set [MQTT-3.2.2-1] (5.0)")]
     ConnAckReservedFlags(u8),
-    #[error("CONNACK with session present and a failure code [MQTT-3.2.2-6]")]
+    #[error(
+        "CONNACK with session present and a failure code [MQTT-3.2.2-6] (5.0) / [MQTT-3.2.2-4] (3.1.1)"
+    )]
     SessionPresentOnFailure,
-    #[error("subscription options {0:#04x} have reserved bits set [MQTT-3.8.3-5]")]
+    /// Bits 7-6 in 5.0, bits 7-2 in 3.1.1. The 3.1.1 id is printed
+    /// "MQTT-3-8.3-4" in the standard.
+    #[error(
+        "subscription options {0:#04x} have reserved bits set \
+         [MQTT-3.8.3-5] (5.0) / [MQTT-3-8.3-4] (3.1.1)"
+    )]
     SubscriptionOptionsReserved(u8),
-    #[error("subscription option QoS 3 [MQTT-3.8.3-5]")]
+    /// 5.0 §3.8.3.1: "It is a Protocol Error if the Maximum QoS field has
+    /// the value 3"; 3.1.1 calls it malformed.
+    #[error("subscription option QoS 3 (5.0 §3.8.3.1) / [MQTT-3-8.3-4] (3.1.1)")]
     SubscriptionQoS3,
     #[error("retain handling 3 is a protocol error (5.0 §3.8.3.1)")]
     RetainHandling3,
-    #[error("no local on a shared subscription [MQTT-3.8.3-4]")]
+    #[error("no local on a shared subscription [MQTT-3.8.3-4] (5.0)")]
     NoLocalOnSharedSubscription,
-    #[error("SUBSCRIBE without any topic filter [MQTT-3.8.3-3] [MQTT-3.8.3-2]")]
+    #[error("SUBSCRIBE without any topic filter [MQTT-3.8.3-2] (5.0) / [MQTT-3.8.3-3] (3.1.1)")]
     EmptySubscribe,
     #[error("UNSUBSCRIBE without any topic filter [MQTT-3.10.3-2]")]
     EmptyUnsubscribe,
@@ -83,7 +106,9 @@ pub enum DecodeError {
     InvalidReasonCode { packet: PacketType, code: u8 },
     #[error("property {id:#04x} is not allowed in {packet:?} (5.0 §2.2.2.2)")]
     UnexpectedProperty { packet: PacketType, id: u32 },
-    #[error("property {id:#04x} appears more than once (5.0 §2.2.2.2)")]
+    /// Each property's own section in 5.0 §3 says where a second copy is a
+    /// Protocol Error.
+    #[error("property {id:#04x} appears more than once (5.0 §3, per property)")]
     DuplicateProperty { id: u8 },
     #[error("property {id:#04x} has the invalid value {value}")]
     InvalidPropertyValue { id: u8, value: u32 },
@@ -106,6 +131,7 @@ impl DecodeError {
             | DuplicateProperty { .. }
             | InvalidPropertyValue { .. }
             | SessionPresentOnFailure
+            | SubscriptionQoS3
             | UnsupportedProtocolLevel(_) => DisconnectReasonCode::ProtocolError,
             VarintTooLong
             | NonMinimalVarint
@@ -123,18 +149,18 @@ impl DecodeError {
             | PasswordWithoutUsername
             | ConnAckReservedFlags(_)
             | SubscriptionOptionsReserved(_)
-            | SubscriptionQoS3
             | InvalidReasonCode { .. }
             | UnexpectedProperty { .. } => DisconnectReasonCode::MalformedPacket,
         }
     }
 
     /// The CONNACK code for an error found while decoding CONNECT. An
-    /// unsupported level gets 0x84 in 5.0 and return code 0x01 in 3.x
-    /// ([MQTT-3.1.2-2]); see [`ConnectReasonCode::to_v3`].
+    /// unsupported level ([MQTT-3.1.2-2]) or protocol name ([MQTT-3.1.2-1],
+    /// 5.0) gets 0x84 in 5.0 and return code 0x01 in 3.x; see
+    /// [`ConnectReasonCode::to_v3`].
     pub fn connack_code(&self) -> ConnectReasonCode {
         match self {
-            DecodeError::UnsupportedProtocolLevel(_) => {
+            DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName(_) => {
                 ConnectReasonCode::UnsupportedProtocolVersion
             }
             DecodeError::PacketTooLarge { .. } => ConnectReasonCode::PacketTooLarge,

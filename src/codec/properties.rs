@@ -196,7 +196,7 @@ impl PropertyValue for ClientId {
     }
 }
 
-/// Response Topic: a topic name, so no wildcards ([MQTT-3.3.2-14]).
+/// Response Topic: a topic name, so no wildcards ([MQTT-3.3.2-14], 5.0).
 impl PropertyValue for TopicName {
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         let field = "response topic";
@@ -273,7 +273,8 @@ macro_rules! property_set {
         pub struct $name {
             $( $(#[$fmeta])* pub $field: Option<$ty>, )*
             $( $( $(#[$rmeta])* pub $rfield: SmallVec<[$rty; 1]>, )* )?
-            /// User Properties, in the order they were received ([MQTT-3.3.2-18]).
+            /// User Properties, in the order they were received ([MQTT-3.3.2-18],
+            /// and [MQTT-3.1.3-10] for the Will; 5.0).
             pub user_properties: Vec<UserProperty>,
         }
 

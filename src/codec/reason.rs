@@ -37,7 +37,7 @@ macro_rules! reason_codes {
                 self as u8
             }
 
-            /// True for codes 0x80 and above ([MQTT-2.4]: failure).
+            /// True for codes 0x80 and above (5.0 §2.4: failure).
             #[inline]
             pub fn is_error(self) -> bool {
                 (self as u8) >= 0x80

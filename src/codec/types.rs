@@ -113,10 +113,12 @@ impl QosPid {
 pub enum StrError {
     /// Ill-formed UTF-8, which includes encoded surrogates U+D800..U+DFFF:
     /// [MQTT-1.5.4-1] (5.0), [MQTT-1.5.3-1] (3.1.1).
-    #[error("ill-formed UTF-8 or a surrogate code point [MQTT-1.5.4-1]")]
+    #[error(
+        "ill-formed UTF-8 or a surrogate code point [MQTT-1.5.4-1] (5.0) / [MQTT-1.5.3-1] (3.1.1)"
+    )]
     InvalidUtf8,
     /// U+0000: [MQTT-1.5.4-2] (5.0), [MQTT-1.5.3-2] (3.1.1).
-    #[error("contains U+0000 [MQTT-1.5.4-2]")]
+    #[error("contains U+0000 [MQTT-1.5.4-2] (5.0) / [MQTT-1.5.3-2] (3.1.1)")]
     NullCharacter,
     /// Longer than the Two Byte Integer length prefix can express (§1.5.4).
     #[error("longer than 65535 bytes")]
@@ -125,7 +127,8 @@ pub enum StrError {
 
 /// A UTF-8 Encoded String as MQTT defines it: well-formed UTF-8 without
 /// surrogates or U+0000, at most 65,535 bytes. It shares the bytes of the
-/// frame it was decoded from; a BOM is kept, never stripped ([MQTT-1.5.4-3]).
+/// frame it was decoded from; a BOM is kept, never stripped ([MQTT-1.5.4-3]
+/// (5.0), [MQTT-1.5.3-3] (3.1.1)).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MqttStr(Bytes);
 
@@ -137,7 +140,8 @@ impl MqttStr {
             return Err(StrError::TooLong);
         }
         // std's validator rejects surrogates, overlong forms and
-        // out-of-range code points, which is what [MQTT-1.5.4-1] asks.
+        // out-of-range code points, which is what [MQTT-1.5.4-1] (5.0) /
+        // [MQTT-1.5.3-1] (3.1.1) ask.
         let text = std::str::from_utf8(&bytes).map_err(|_| StrError::InvalidUtf8)?;
         if text.as_bytes().contains(&0) {
             return Err(StrError::NullCharacter);
@@ -214,21 +218,25 @@ pub enum TopicError {
     #[error("empty topic [MQTT-4.7.3-1]")]
     Empty,
     /// "The Topic Name in the PUBLISH packet MUST NOT contain wildcard
-    /// characters" [MQTT-3.3.2-2]; also Will Topic and Response Topic.
+    /// characters" [MQTT-3.3.2-2] (both versions); wildcards never appear
+    /// in a Topic Name ([MQTT-4.7.0-1] (5.0) / [MQTT-4.7.1-1] (3.1.1)),
+    /// which covers the Will Topic; Response Topic: [MQTT-3.3.2-14] (5.0).
     #[error("wildcard in a topic name [MQTT-3.3.2-2]")]
     WildcardInName,
-    /// `#` not alone in its level or not last ([MQTT-4.7.1-2] 3.1.1,
-    /// [MQTT-4.7.1-1] 5.0).
-    #[error("'#' must be a whole level and the last one [MQTT-4.7.1-2]")]
+    /// `#` not alone in its level or not last ([MQTT-4.7.1-1] 5.0,
+    /// [MQTT-4.7.1-2] 3.1.1).
+    #[error(
+        "'#' must be a whole level and the last one [MQTT-4.7.1-1] (5.0) / [MQTT-4.7.1-2] (3.1.1)"
+    )]
     MisplacedMultiLevelWildcard,
-    /// `+` sharing its level with other characters ([MQTT-4.7.1-3] 3.1.1,
-    /// [MQTT-4.7.1-2] 5.0).
-    #[error("'+' must occupy a whole level [MQTT-4.7.1-3]")]
+    /// `+` sharing its level with other characters ([MQTT-4.7.1-2] 5.0,
+    /// [MQTT-4.7.1-3] 3.1.1).
+    #[error("'+' must occupy a whole level [MQTT-4.7.1-2] (5.0) / [MQTT-4.7.1-3] (3.1.1)")]
     MisplacedSingleLevelWildcard,
-    /// `$share/{group}/{filter}` with an empty group, a group holding `/`,
-    /// `+` or `#` ([MQTT-4.8.2-2]), or no filter after the group
-    /// ([MQTT-4.8.2-1]).
-    #[error("malformed shared subscription [MQTT-4.8.2-1] [MQTT-4.8.2-2]")]
+    /// `$share/{group}/{filter}` (5.0 only) with an empty group
+    /// ([MQTT-4.8.2-1]), a group holding `+` or `#`, or no `/` and filter
+    /// after the group ([MQTT-4.8.2-2]).
+    #[error("malformed shared subscription [MQTT-4.8.2-1] [MQTT-4.8.2-2] (5.0)")]
     BadSharedSubscription,
 }
 
@@ -277,7 +285,8 @@ impl TopicName {
     }
 
     /// Topics starting with `$` are not matched by filters starting with a
-    /// wildcard [MQTT-4.7.2-1], and clients may not publish to them here.
+    /// wildcard ([MQTT-4.7.2-1], both versions), and clients may not
+    /// publish to them here.
     #[inline]
     pub fn is_system(&self) -> bool {
         self.0.as_bytes().first() == Some(&b'$')
@@ -398,7 +407,8 @@ impl fmt::Display for TopicFilter {
 }
 
 /// A client identifier. It may be empty on the wire (the server then assigns
-/// one, or rejects it per [MQTT-3.1.3-8]); which lengths and characters a
+/// one, or rejects it: [MQTT-3.1.3-8] in both versions, with 0x85 in 5.0 and
+/// return code 0x02 in 3.1.1); which lengths and characters a
 /// server accepts beyond the UTF-8 rules is broker policy.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ClientId(MqttStr);
@@ -492,7 +502,7 @@ mod tests {
         MqttStr::from_bytes(Bytes::from_static(bytes)).unwrap_err()
     }
 
-    /// [MQTT-1.5.4-1]: ill-formed UTF-8 is rejected.
+    /// [MQTT-1.5.4-1] (5.0) / [MQTT-1.5.3-1] (3.1.1): ill-formed UTF-8 is rejected.
     #[test]
     fn ill_formed_utf8_is_rejected() {
         assert_eq!(str_err(&[0xc3, 0x28]), StrError::InvalidUtf8);
@@ -500,20 +510,21 @@ mod tests {
         assert_eq!(str_err(&[0xc0, 0xaf]), StrError::InvalidUtf8);
     }
 
-    /// [MQTT-1.5.4-1]: UTF-16 surrogates U+D800..U+DFFF are not allowed.
+    /// [MQTT-1.5.4-1] (5.0) / [MQTT-1.5.3-1] (3.1.1): UTF-16 surrogates
+    /// U+D800..U+DFFF are not allowed.
     #[test]
     fn encoded_surrogates_are_rejected() {
         assert_eq!(str_err(&[0xed, 0xa0, 0x80]), StrError::InvalidUtf8);
         assert_eq!(str_err(&[0xed, 0xbf, 0xbf]), StrError::InvalidUtf8);
     }
 
-    /// [MQTT-1.5.4-2]: U+0000 is not allowed.
+    /// [MQTT-1.5.4-2] (5.0) / [MQTT-1.5.3-2] (3.1.1): U+0000 is not allowed.
     #[test]
     fn null_character_is_rejected() {
         assert_eq!(str_err(b"a\0b"), StrError::NullCharacter);
     }
 
-    /// [MQTT-1.5.4-3]: a BOM is kept, not stripped.
+    /// [MQTT-1.5.4-3] (5.0) / [MQTT-1.5.3-3] (3.1.1): a BOM is kept, not stripped.
     #[test]
     fn byte_order_mark_is_preserved() {
         let s = MqttStr::from_bytes(Bytes::from_static(b"\xef\xbb\xbfa")).unwrap();
@@ -547,7 +558,8 @@ mod tests {
         assert_eq!(TopicFilter::try_from("").unwrap_err(), TopicError::Empty);
     }
 
-    /// [MQTT-4.7.1-2] (3.1.1): '#' is a whole level and the last one.
+    /// [MQTT-4.7.1-1] (5.0) / [MQTT-4.7.1-2] (3.1.1): '#' is a whole level
+    /// and the last one.
     #[test]
     fn misplaced_multi_level_wildcards_are_rejected() {
         for bad in ["a/#/b", "a#", "#/", "a/b#", "##"] {
@@ -562,7 +574,7 @@ mod tests {
         }
     }
 
-    /// [MQTT-4.7.1-3] (3.1.1): '+' occupies a whole level.
+    /// [MQTT-4.7.1-2] (5.0) / [MQTT-4.7.1-3] (3.1.1): '+' occupies a whole level.
     #[test]
     fn misplaced_single_level_wildcards_are_rejected() {
         for bad in ["a+", "+a", "a/b+/c", "++"] {
@@ -577,7 +589,7 @@ mod tests {
         }
     }
 
-    /// [MQTT-4.8.2-1], [MQTT-4.8.2-2]: shared subscription syntax.
+    /// [MQTT-4.8.2-1], [MQTT-4.8.2-2] (5.0): shared subscription syntax.
     #[test]
     fn shared_subscriptions_are_parsed_and_checked() {
         let f = TopicFilter::try_from("$share/g1/a/+").unwrap();

@@ -58,9 +58,10 @@ pub enum VarintParse {
 
 /// Parses a Variable Byte Integer at the front of `bytes`.
 ///
-/// Rejects more than four bytes and any non-minimal encoding: "The encoded
-/// value MUST use the minimum number of bytes necessary to represent the
-/// value" [MQTT-1.5.5-1].
+/// Rejects more than four bytes (5.0 §1.5.5, 3.1.1 §2.2.3) and any
+/// non-minimal encoding: "The encoded value MUST use the minimum number of
+/// bytes necessary to represent the value" [MQTT-1.5.5-1] (5.0; 3.1.1 has
+/// no such statement, and the stricter check is kept for it too).
 #[inline]
 pub fn parse_varint(bytes: &[u8]) -> Result<VarintParse, DecodeError> {
     let mut value: u32 = 0;
@@ -162,7 +163,8 @@ impl Reader {
         self.take(len, field)
     }
 
-    /// UTF-8 Encoded String, validated per [MQTT-1.5.4-1] and [MQTT-1.5.4-2].
+    /// UTF-8 Encoded String, validated per [MQTT-1.5.4-1] and [MQTT-1.5.4-2]
+    /// (5.0) / [MQTT-1.5.3-1] and [MQTT-1.5.3-2] (3.1.1).
     #[inline]
     pub fn string(&mut self, field: &'static str) -> Result<MqttStr, DecodeError> {
         let raw = self.binary(field)?;
@@ -239,14 +241,14 @@ mod tests {
         }
     }
 
-    /// [MQTT-1.5.5-1]: a fifth byte is never valid.
+    /// 5.0 §1.5.5, 3.1.1 §2.2.3: a fifth byte is never valid.
     #[test]
     fn varint_of_five_bytes_is_malformed() {
         let err = parse_varint(&[0xff, 0xff, 0xff, 0xff, 0x7f]).err().unwrap();
         assert_eq!(err, DecodeError::VarintTooLong);
     }
 
-    /// [MQTT-1.5.5-1]: the minimum number of bytes must be used.
+    /// [MQTT-1.5.5-1] (5.0): the minimum number of bytes must be used.
     #[test]
     fn non_minimal_varint_is_malformed() {
         let err = parse_varint(&[0x80, 0x00]).err().unwrap();
