@@ -1,1 +1,1296 @@
-//! Subscription index (being written).
+//! The subscription index: a topic-level trie mapping topic filters to the
+//! subscribers (keys) that hold them, and answering "who wants this topic?"
+//! for every PUBLISH.
+//!
+//! Owns: the trie structure, MQTT topic-filter matching (`+`, `#`, the `$`
+//! rule, empty levels), the per-filter subscriber lists, and shared
+//! subscription groups (`$share/{group}/{filter}`) with a round-robin cursor.
+//!
+//! Does not own: what a key or a value means (the broker uses a small
+//! `{core, session slot}` key and the subscription options as value), the
+//! choice of a shared-group member beyond offering a cursor (the caller skips
+//! offline members and decides), de-duplicating overlapping subscriptions of
+//! one client, or propagation between cores (each core keeps its own
+//! replica and calls `insert`/`remove` on it).
+//!
+//! Layout, chosen for the PUBLISH hot path and for memory at millions of
+//! subscriptions:
+//! - literal children live in a short vector (linear search, no hashing) up
+//!   to [`FEW_CHILDREN`] entries, then in an ahash map; labels up to 16 bytes
+//!   are stored inline;
+//! - the `+` child and the `#` leaf are dedicated fields, never looked up;
+//! - a node's plain subscribers are a `SmallVec` with one inline slot; a
+//!   `HashMap` index from key to position is built only above
+//!   [`INDEX_ABOVE`] subscribers, and shared groups live in a boxed side
+//!   record that most nodes never allocate;
+//! - `match_topic` walks iteratively with a small inline stack (it
+//!   allocates only for topics with more than 16 levels that also meet `+`
+//!   branches at most of them), so no topic can overflow the thread stack;
+//!   teardown of removed branches and of the whole trie is likewise bounded
+//!   in stack depth.
+
+use std::borrow::Borrow;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::mem;
+
+use ahash::RandomState;
+use smallvec::SmallVec;
+
+use crate::codec::TopicFilter;
+
+/// A child vector grows into a hash map beyond this many entries.
+pub(crate) const FEW_CHILDREN: usize = 8;
+/// A child map falls back to a vector at or below this many entries.
+const MANY_TO_FEW: usize = 4;
+/// A node builds a key → position index above this many plain subscribers.
+pub(crate) const INDEX_ABOVE: usize = 16;
+/// ... and drops it again below this many.
+const INDEX_BELOW: usize = 8;
+/// Teardown recurses at most this deep before deferring to an explicit list.
+const DISMANTLE_DEPTH: u32 = 32;
+/// "No level left" position marker in walks.
+pub(crate) const END: usize = usize::MAX;
+
+/// One topic level as stored in the trie: inline up to 16 bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Label(SmallVec<[u8; 16]>);
+
+impl Label {
+    fn new(bytes: &[u8]) -> Self {
+        Label(SmallVec::from_slice(bytes))
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Hash for Label {
+    // Must hash exactly like the `[u8]` it borrows as.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state)
+    }
+}
+
+impl Borrow<[u8]> for Label {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The literal children of a node, keyed by level.
+pub(crate) enum Children<N> {
+    Few(Vec<(Label, N)>),
+    // Boxed on purpose: an inline map (with its hasher state) would make
+    // every node, most of which have a handful of children, 40 bytes larger.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<Label, N, RandomState>>),
+}
+
+impl<N> Default for Children<N> {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl<N> Children<N> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Children::Few(v) => v.len(),
+            Children::Many(m) => m.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, level: &[u8]) -> Option<&N> {
+        match self {
+            Children::Few(v) => v
+                .iter()
+                .find(|(l, _)| l.as_bytes() == level)
+                .map(|(_, n)| n),
+            Children::Many(m) => m.get(level),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, level: &[u8]) -> Option<&mut N> {
+        match self {
+            Children::Few(v) => v
+                .iter_mut()
+                .find(|(l, _)| l.as_bytes() == level)
+                .map(|(_, n)| n),
+            Children::Many(m) => m.get_mut(level),
+        }
+    }
+
+    pub(crate) fn get_or_insert_with(&mut self, level: &[u8], make: impl FnOnce() -> N) -> &mut N {
+        if let Children::Few(v) = self {
+            if v.len() >= FEW_CHILDREN && !v.iter().any(|(l, _)| l.as_bytes() == level) {
+                let mut map = HashMap::with_capacity_and_hasher(v.len() * 2, RandomState::new());
+                map.extend(v.drain(..));
+                *self = Children::Many(Box::new(map));
+            }
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.iter().position(|(l, _)| l.as_bytes() == level) {
+                    Some(i) => i,
+                    None => {
+                        v.push((Label::new(level), make()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(Label::new(level)).or_insert_with(make),
+        }
+    }
+
+    /// Removes a child, giving memory back as the set shrinks.
+    pub(crate) fn remove(&mut self, level: &[u8]) -> Option<N> {
+        match self {
+            Children::Few(v) => {
+                let i = v.iter().position(|(l, _)| l.as_bytes() == level)?;
+                let (_, node) = v.swap_remove(i);
+                if v.is_empty() {
+                    *v = Vec::new();
+                } else if v.capacity() > 2 * v.len() + 2 {
+                    v.shrink_to_fit();
+                }
+                Some(node)
+            }
+            Children::Many(m) => {
+                let node = m.remove(level)?;
+                if m.len() <= MANY_TO_FEW {
+                    let few: Vec<(Label, N)> = m.drain().collect();
+                    *self = Children::Few(few);
+                } else if m.capacity() > 4 * m.len() {
+                    m.shrink_to_fit();
+                }
+                Some(node)
+            }
+        }
+    }
+
+    pub(crate) fn for_each<'a>(&'a self, mut f: impl FnMut(&'a [u8], &'a N)) {
+        match self {
+            Children::Few(v) => v.iter().for_each(|(l, n)| f(l.as_bytes(), n)),
+            Children::Many(m) => m.iter().for_each(|(l, n)| f(l.as_bytes(), n)),
+        }
+    }
+
+    fn into_each(self, f: &mut dyn FnMut(N)) {
+        match self {
+            Children::Few(v) => v.into_iter().for_each(|(_, n)| f(n)),
+            Children::Many(m) => m.into_iter().for_each(|(_, n)| f(n)),
+        }
+    }
+}
+
+/// A tree node that can hand over its children by value, so that a tree
+/// of any depth can be dropped without deep recursion.
+pub(crate) trait Dismantle: Sized {
+    /// Consumes the node, passing each child to `f`.
+    fn into_children(self, f: &mut dyn FnMut(Self));
+}
+
+/// Drops a subtree with bounded stack use: plain recursion down to
+/// [`DISMANTLE_DEPTH`], then the remaining subtrees are parked in a list
+/// and dismantled from there.
+pub(crate) fn dismantle<N: Dismantle>(node: N) {
+    fn at<N: Dismantle>(node: N, depth: u32, deferred: &mut Vec<N>) {
+        if depth == DISMANTLE_DEPTH {
+            deferred.push(node);
+        } else {
+            node.into_children(&mut |child| at(child, depth + 1, deferred));
+        }
+    }
+    let mut deferred = Vec::new();
+    at(node, 0, &mut deferred);
+    while let Some(node) = deferred.pop() {
+        at(node, 0, &mut deferred);
+    }
+}
+
+/// Splits a topic (or filter) at byte offset `pos` into the level starting
+/// there and the offset of the next level ([`END`] if none).
+#[inline]
+pub(crate) fn next_level(text: &[u8], pos: usize) -> (&[u8], usize) {
+    let rest = &text[pos..];
+    match rest.iter().position(|&b| b == b'/') {
+        Some(i) => (&rest[..i], pos + i + 1),
+        None => (rest, END),
+    }
+}
+
+/// The members of one shared subscription group (`$share/{group}/{filter}`)
+/// on one filter, in the order they joined, with a round-robin cursor.
+pub struct SharedGroup<K, V> {
+    name: Box<str>,
+    members: Vec<(K, V)>,
+    cursor: Cell<usize>,
+}
+
+impl<K: Copy + Eq, V> SharedGroup<K, V> {
+    fn new(name: &str) -> Self {
+        SharedGroup {
+            name: name.into(),
+            members: Vec::new(),
+            cursor: Cell::new(0),
+        }
+    }
+
+    /// The share name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The members, in insertion order (a re-subscribe keeps its place).
+    pub fn members(&self) -> &[(K, V)] {
+        &self.members
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Member `n` modulo the group size; `None` only for an empty group.
+    pub fn pick(&self, n: usize) -> Option<(K, &V)> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let (k, v) = &self.members[n % self.members.len()];
+        Some((*k, v))
+    }
+
+    /// The member under the round-robin cursor, advancing the cursor. A
+    /// caller that finds the member unable to take the message calls it
+    /// again, at most `len()` times.
+    pub fn next_member(&self) -> Option<(K, &V)> {
+        let n = self.cursor.get();
+        let picked = self.pick(n)?;
+        self.cursor.set(n % self.members.len() + 1);
+        Some(picked)
+    }
+
+    fn position(&self, key: K) -> Option<usize> {
+        self.members.iter().position(|(k, _)| *k == key)
+    }
+
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.position(key) {
+            Some(i) => Some(mem::replace(&mut self.members[i].1, value)),
+            None => {
+                self.members.push((key, value));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: K) -> Option<V> {
+        let i = self.position(key)?;
+        let (_, value) = self.members.remove(i);
+        // Keep the cursor on the member that would have come next.
+        let cursor = self.cursor.get();
+        if i < cursor {
+            self.cursor.set(cursor - 1);
+        }
+        if self.members.capacity() > 2 * self.members.len() + 4 {
+            self.members.shrink_to_fit();
+        }
+        Some(value)
+    }
+
+    fn get(&self, key: K) -> Option<&V> {
+        self.position(key).map(|i| &self.members[i].1)
+    }
+}
+
+/// Rarely needed parts of a subscriber list, boxed so most nodes pay one
+/// pointer for them.
+struct Extra<K, V> {
+    /// Key → position in `Subs::plain`, kept only for long lists.
+    index: Option<HashMap<K, u32, RandomState>>,
+    groups: Vec<SharedGroup<K, V>>,
+}
+
+/// The subscriptions that end at one node (or at one `#` leaf).
+struct Subs<K, V> {
+    plain: SmallVec<[(K, V); 1]>,
+    extra: Option<Box<Extra<K, V>>>,
+}
+
+impl<K: Copy + Eq + Hash, V> Subs<K, V> {
+    fn new() -> Self {
+        Subs {
+            plain: SmallVec::new(),
+            extra: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.extra.is_none()
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.plain.len()
+            + self
+                .extra
+                .as_ref()
+                .map_or(0, |e| e.groups.iter().map(SharedGroup::len).sum())
+    }
+
+    fn position(&self, key: K) -> Option<usize> {
+        match self.extra.as_ref().and_then(|e| e.index.as_ref()) {
+            Some(index) => index.get(&key).map(|&i| i as usize),
+            None => self.plain.iter().position(|(k, _)| *k == key),
+        }
+    }
+
+    fn insert(&mut self, group: Option<&str>, key: K, value: V) -> Option<V> {
+        match group {
+            None => self.insert_plain(key, value),
+            Some(name) => {
+                let extra = self.extra.get_or_insert_with(|| {
+                    Box::new(Extra {
+                        index: None,
+                        groups: Vec::new(),
+                    })
+                });
+                let i = match extra.groups.iter().position(|g| &*g.name == name) {
+                    Some(i) => i,
+                    None => {
+                        extra.groups.push(SharedGroup::new(name));
+                        extra.groups.len() - 1
+                    }
+                };
+                extra.groups[i].insert(key, value)
+            }
+        }
+    }
+
+    fn insert_plain(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(i) = self.position(key) {
+            return Some(mem::replace(&mut self.plain[i].1, value));
+        }
+        self.plain.push((key, value));
+        let n = self.plain.len();
+        match self.extra.as_mut().and_then(|e| e.index.as_mut()) {
+            Some(index) => {
+                index.insert(key, (n - 1) as u32);
+            }
+            None if n > INDEX_ABOVE => {
+                let mut index = HashMap::with_capacity_and_hasher(n * 2, RandomState::new());
+                index.extend(
+                    self.plain
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (*k, i as u32)),
+                );
+                let extra = self.extra.get_or_insert_with(|| {
+                    Box::new(Extra {
+                        index: None,
+                        groups: Vec::new(),
+                    })
+                });
+                extra.index = Some(index);
+            }
+            None => {}
+        }
+        None
+    }
+
+    fn remove(&mut self, group: Option<&str>, key: K) -> Option<V> {
+        let removed = match group {
+            None => self.remove_plain(key),
+            Some(name) => {
+                let extra = self.extra.as_mut()?;
+                let gi = extra.groups.iter().position(|g| &*g.name == name)?;
+                let value = extra.groups[gi].remove(key)?;
+                if extra.groups[gi].is_empty() {
+                    extra.groups.swap_remove(gi);
+                    if extra.groups.is_empty() {
+                        extra.groups = Vec::new();
+                    }
+                }
+                Some(value)
+            }
+        };
+        if let Some(extra) = &self.extra {
+            if extra.index.is_none() && extra.groups.is_empty() {
+                self.extra = None;
+            }
+        }
+        removed
+    }
+
+    fn remove_plain(&mut self, key: K) -> Option<V> {
+        let i = self.position(key)?;
+        let (_, value) = self.plain.swap_remove(i);
+        if let Some(extra) = self.extra.as_mut() {
+            if let Some(index) = extra.index.as_mut() {
+                index.remove(&key);
+                if i < self.plain.len() {
+                    index.insert(self.plain[i].0, i as u32);
+                }
+                if self.plain.len() < INDEX_BELOW {
+                    extra.index = None;
+                }
+            }
+        }
+        if self.plain.spilled() && self.plain.capacity() > 2 * self.plain.len() + 2 {
+            self.plain.shrink_to_fit();
+        }
+        Some(value)
+    }
+
+    fn get(&self, group: Option<&str>, key: K) -> Option<&V> {
+        match group {
+            None => self.position(key).map(|i| &self.plain[i].1),
+            Some(name) => self
+                .extra
+                .as_ref()?
+                .groups
+                .iter()
+                .find(|g| &*g.name == name)?
+                .get(key),
+        }
+    }
+
+    #[inline]
+    fn visit(
+        &self,
+        visit: &mut impl FnMut(K, &V),
+        visit_shared: &mut impl FnMut(&str, &SharedGroup<K, V>),
+    ) {
+        for (k, v) in &self.plain {
+            visit(*k, v);
+        }
+        if let Some(extra) = &self.extra {
+            for group in &extra.groups {
+                visit_shared(&group.name, group);
+            }
+        }
+    }
+}
+
+struct Node<K, V> {
+    children: Children<Node<K, V>>,
+    /// The `+` child.
+    plus: Option<Box<Node<K, V>>>,
+    /// Subscriptions whose filter ends in `#` right below this node.
+    hash: Option<Box<Subs<K, V>>>,
+    /// Subscriptions whose filter ends at this node.
+    subs: Subs<K, V>,
+}
+
+impl<K: Copy + Eq + Hash, V> Node<K, V> {
+    fn new() -> Self {
+        Node {
+            children: Children::default(),
+            plus: None,
+            hash: None,
+            subs: Subs::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.subs.is_empty()
+    }
+
+    /// Follows one filter level (`+` or literal; never `#`).
+    fn step(&self, level: &str) -> Option<&Self> {
+        if level == "+" {
+            self.plus.as_deref()
+        } else {
+            self.children.get(level.as_bytes())
+        }
+    }
+
+    fn step_mut(&mut self, level: &str) -> Option<&mut Self> {
+        if level == "+" {
+            self.plus.as_deref_mut()
+        } else {
+            self.children.get_mut(level.as_bytes())
+        }
+    }
+}
+
+impl<K, V> Dismantle for Node<K, V> {
+    fn into_children(self, f: &mut dyn FnMut(Self)) {
+        let Node { children, plus, .. } = self;
+        children.into_each(f);
+        if let Some(plus) = plus {
+            f(*plus);
+        }
+    }
+}
+
+/// The levels of a filter's pattern that lead to nodes (a trailing `#` is
+/// a leaf field, not a node), and whether it ends in `#`.
+fn node_path(pattern: &str) -> (impl Iterator<Item = &str> + Clone, bool) {
+    let (body, hash) = if pattern == "#" {
+        (None, true)
+    } else if let Some(body) = pattern.strip_suffix("/#") {
+        (Some(body), true)
+    } else {
+        (Some(pattern), false)
+    };
+    (body.into_iter().flat_map(|b| b.split('/')), hash)
+}
+
+fn split_filter(filter: &TopicFilter) -> (Option<&str>, &str) {
+    match filter.shared() {
+        Some((group, pattern)) => (Some(group), pattern),
+        None => (None, filter.as_str()),
+    }
+}
+
+/// A subscription index from topic filters to `(key, value)` pairs; see the
+/// module documentation.
+pub struct SubscriptionTrie<K, V> {
+    root: Node<K, V>,
+    len: usize,
+}
+
+impl<K: Copy + Eq + Hash, V> Default for SubscriptionTrie<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> Drop for SubscriptionTrie<K, V> {
+    fn drop(&mut self) {
+        let Node { children, plus, .. } = &mut self.root;
+        let children = mem::take(children);
+        let plus = plus.take();
+        children.into_each(&mut |child| dismantle(child));
+        if let Some(plus) = plus {
+            dismantle(*plus);
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
+    pub fn new() -> Self {
+        SubscriptionTrie {
+            root: Node::new(),
+            len: 0,
+        }
+    }
+
+    /// The number of subscriptions: (filter, key) pairs, shared ones
+    /// included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `key`'s subscription to `filter`, or replaces its value and
+    /// returns the old one. `$share/{group}/{pattern}` joins `group` on
+    /// `pattern`; that is independent of a plain subscription to `pattern`.
+    pub fn insert(&mut self, filter: &TopicFilter, key: K, value: V) -> Option<V> {
+        let (group, pattern) = split_filter(filter);
+        let mut node = &mut self.root;
+        let mut ends_in_hash = false;
+        for level in pattern.split('/') {
+            match level {
+                "#" => {
+                    ends_in_hash = true;
+                    break;
+                }
+                "+" => node = &mut **node.plus.get_or_insert_with(|| Box::new(Node::new())),
+                _ => {
+                    node = node
+                        .children
+                        .get_or_insert_with(level.as_bytes(), Node::new)
+                }
+            }
+        }
+        let subs = if ends_in_hash {
+            &mut **node.hash.get_or_insert_with(|| Box::new(Subs::new()))
+        } else {
+            &mut node.subs
+        };
+        let old = subs.insert(group, key, value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Removes `key`'s subscription to `filter`, returning its value, and
+    /// frees the nodes that no longer lead to any subscription.
+    pub fn remove(&mut self, filter: &TopicFilter, key: K) -> Option<V> {
+        let (group, pattern) = split_filter(filter);
+        let (path, ends_in_hash) = node_path(pattern);
+        let mut node = &mut self.root;
+        for level in path.clone() {
+            node = node.step_mut(level)?;
+        }
+        let removed = if ends_in_hash {
+            let leaf = node.hash.as_mut()?;
+            let removed = leaf.remove(group, key)?;
+            if leaf.is_empty() {
+                node.hash = None;
+            }
+            removed
+        } else {
+            node.subs.remove(group, key)?
+        };
+        let prune = node.is_empty();
+        self.len -= 1;
+        if prune {
+            self.prune(path);
+        }
+        Some(removed)
+    }
+
+    /// Detaches the longest chain of nodes at the end of `path` that holds
+    /// nothing but that chain (the last node on the path is empty).
+    fn prune<'a>(&mut self, path: impl Iterator<Item = &'a str> + Clone) {
+        let depth = path.clone().count();
+        // 1-based depth of the topmost node to detach.
+        let mut cut = 1;
+        let mut node = &self.root;
+        for (j, level) in path.clone().enumerate() {
+            let j = j + 1;
+            node = match node.step(level) {
+                Some(next) => next,
+                None => return,
+            };
+            let only_the_chain = node.subs.is_empty()
+                && node.hash.is_none()
+                && node.children.len() + usize::from(node.plus.is_some()) == 1;
+            if j < depth && !only_the_chain {
+                cut = j + 1;
+            }
+        }
+        if depth == 0 {
+            return;
+        }
+        let mut levels = path;
+        let mut parent = &mut self.root;
+        for level in levels.by_ref().take(cut - 1) {
+            parent = match parent.step_mut(level) {
+                Some(next) => next,
+                None => return,
+            };
+        }
+        let Some(edge) = levels.next() else { return };
+        let detached = if edge == "+" {
+            parent.plus.take().map(|b| *b)
+        } else {
+            parent.children.remove(edge.as_bytes())
+        };
+        if let Some(detached) = detached {
+            dismantle(detached);
+        }
+    }
+
+    /// The value of `key`'s subscription to `filter`.
+    pub fn get(&self, filter: &TopicFilter, key: K) -> Option<&V> {
+        let (group, pattern) = split_filter(filter);
+        let mut node = &self.root;
+        for level in pattern.split('/') {
+            if level == "#" {
+                return node.hash.as_ref()?.get(group, key);
+            }
+            node = node.step(level)?;
+        }
+        node.subs.get(group, key)
+    }
+
+    /// Calls `visit` once per non-shared subscription whose filter matches
+    /// `topic` (a key with two matching filters is visited twice), and
+    /// `visit_shared` once per matching shared group. Order is unspecified.
+    /// Does not allocate for topics of up to 16 levels.
+    pub fn match_topic(
+        &self,
+        topic: &str,
+        mut visit: impl FnMut(K, &V),
+        mut visit_shared: impl FnMut(&str, &SharedGroup<K, V>),
+    ) {
+        let bytes = topic.as_bytes();
+        // [MQTT-4.7.2-1]: no wildcard first level for `$` topics.
+        let system = bytes.first() == Some(&b'$');
+        let mut pending: SmallVec<[(&Node<K, V>, usize); 16]> = SmallVec::new();
+        let mut node = &self.root;
+        let mut pos = 0;
+        loop {
+            if pos == END {
+                node.subs.visit(&mut visit, &mut visit_shared);
+                // `#` also matches the parent level.
+                if let Some(leaf) = &node.hash {
+                    leaf.visit(&mut visit, &mut visit_shared);
+                }
+            } else {
+                let (level, next) = next_level(bytes, pos);
+                if pos != 0 || !system {
+                    if let Some(leaf) = &node.hash {
+                        leaf.visit(&mut visit, &mut visit_shared);
+                    }
+                    if let Some(plus) = &node.plus {
+                        pending.push((plus, next));
+                    }
+                }
+                if let Some(child) = node.children.get(level) {
+                    node = child;
+                    pos = next;
+                    continue;
+                }
+            }
+            match pending.pop() {
+                Some((n, p)) => {
+                    node = n;
+                    pos = p;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// The number of trie nodes below the root (a `#` leaf counts as one).
+    /// For tests and diagnostics; walks the whole trie.
+    pub fn node_count(&self) -> usize {
+        let mut count = 0;
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            if node.hash.is_some() {
+                count += 1;
+            }
+            if let Some(plus) = &node.plus {
+                count += 1;
+                stack.push(plus);
+            }
+            count += node.children.len();
+            node.children.for_each(|_, child| stack.push(child));
+        }
+        count
+    }
+
+    /// Counts the subscriptions by walking the trie (to check `len`).
+    #[cfg(test)]
+    fn count_by_walking(&self) -> usize {
+        let mut count = 0;
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            count += node.subs.count() + node.hash.as_ref().map_or(0, |h| h.count());
+            if let Some(plus) = &node.plus {
+                stack.push(plus);
+            }
+            node.children.for_each(|_, child| stack.push(child));
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn f(text: &str) -> TopicFilter {
+        TopicFilter::try_from(text).unwrap()
+    }
+
+    type Trie = SubscriptionTrie<u32, &'static str>;
+
+    /// The sorted (key, value) pairs of plain subscriptions matching `topic`.
+    fn plain_matches<V: Clone + Ord>(
+        trie: &SubscriptionTrie<u32, V>,
+        topic: &str,
+    ) -> Vec<(u32, V)> {
+        let mut out = Vec::new();
+        trie.match_topic(topic, |k, v| out.push((k, v.clone())), |_, _| {});
+        out.sort();
+        out
+    }
+
+    fn keys(trie: &Trie, topic: &str) -> Vec<u32> {
+        plain_matches(trie, topic)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    fn trie_with(filters: &[&'static str]) -> Trie {
+        let mut trie = Trie::new();
+        for (i, filter) in filters.iter().enumerate() {
+            trie.insert(&f(filter), i as u32, filter);
+        }
+        trie
+    }
+
+    /// Filters without wildcards match only the identical topic name;
+    /// matching is case sensitive (§4.7.3).
+    #[test]
+    fn exact_filter_matches_only_the_same_topic() {
+        let trie = trie_with(&["a/b/c", "a/b", "A/b/c"]);
+        assert_eq!(keys(&trie, "a/b/c"), [0]);
+        assert_eq!(keys(&trie, "a/b"), [1]);
+        assert_eq!(keys(&trie, "A/b/c"), [2]);
+        assert!(keys(&trie, "a/b/c/d").is_empty());
+        assert!(keys(&trie, "a").is_empty());
+        assert!(keys(&trie, "x").is_empty());
+    }
+
+    /// `+` matches exactly one level, which may be empty: "sport/+" matches
+    /// "sport/" but not "sport" or "sport/a/b" ([MQTT-4.7.1-3] in 3.1.1
+    /// numbering, §4.7.1.3 examples).
+    #[test]
+    fn plus_matches_exactly_one_level() {
+        let trie = trie_with(&["sport/+", "+/+", "+", "sport/+/player1"]);
+        assert_eq!(keys(&trie, "sport/tennis"), [0, 1]);
+        assert_eq!(keys(&trie, "sport/"), [0, 1]);
+        assert_eq!(keys(&trie, "sport"), [2]);
+        assert!(keys(&trie, "sport/tennis/x").is_empty());
+        assert_eq!(keys(&trie, "sport/tennis/player1"), [3]);
+        assert_eq!(keys(&trie, "sport//player1"), [3]);
+        // "/finance" has two levels, the first empty.
+        assert_eq!(keys(&trie, "/finance"), [1]);
+    }
+
+    /// `#` matches any number of levels, including the parent level:
+    /// "sport/tennis/player1/#" matches "sport/tennis/player1" and
+    /// "sport/#" matches "sport" ([MQTT-4.7.1-2] in 3.1.1 numbering); "#"
+    /// alone matches every topic.
+    #[test]
+    fn hash_matches_children_and_parent() {
+        let trie = trie_with(&["sport/tennis/player1/#", "sport/#", "#", "sport/+/#"]);
+        assert_eq!(keys(&trie, "sport/tennis/player1"), [0, 1, 2, 3]);
+        assert_eq!(keys(&trie, "sport/tennis/player1/ranking"), [0, 1, 2, 3]);
+        assert_eq!(
+            keys(&trie, "sport/tennis/player1/score/wimbledon"),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(keys(&trie, "sport"), [1, 2]);
+        assert_eq!(keys(&trie, "sport/tennis"), [1, 2, 3]);
+        assert_eq!(keys(&trie, "sport/"), [1, 2, 3]);
+        assert_eq!(keys(&trie, "sports"), [2]);
+        assert_eq!(keys(&trie, "x/y/z"), [2]);
+    }
+
+    /// Topics beginning with `$` are not matched by a filter whose first
+    /// level is `#` or `+` [MQTT-4.7.2-1]; filters naming the `$` level
+    /// match them, and `$` further down is an ordinary character.
+    #[test]
+    fn dollar_topics_are_not_matched_by_leading_wildcards() {
+        let trie = trie_with(&[
+            "#",
+            "+/monitor/Clients",
+            "$SYS/#",
+            "$SYS/monitor/+",
+            "a/+",
+            "a/#",
+        ]);
+        assert_eq!(keys(&trie, "$SYS/monitor/Clients"), [2, 3]);
+        assert_eq!(keys(&trie, "$SYS"), [2]);
+        assert!(keys(&trie, "$other/x").is_empty());
+        assert_eq!(keys(&trie, "x/monitor/Clients"), [0, 1]);
+        assert_eq!(keys(&trie, "a/$b"), [0, 4, 5]);
+    }
+
+    /// Empty levels are levels: "a//b", "/a" and "a/" are distinct topics
+    /// (§4.7.1.3: "/finance" is two levels, the first empty).
+    #[test]
+    fn empty_levels_are_significant() {
+        let trie = trie_with(&["a//b", "/a", "a/", "a/b", "/", "a/+/b", "+/a"]);
+        assert_eq!(keys(&trie, "a//b"), [0, 5]);
+        assert_eq!(keys(&trie, "/a"), [1, 6]);
+        assert_eq!(keys(&trie, "a/"), [2]);
+        assert_eq!(keys(&trie, "a/b"), [3]);
+        assert_eq!(keys(&trie, "/"), [4]);
+        assert!(keys(&trie, "a").is_empty());
+        assert!(keys(&trie, "a/b/").is_empty());
+    }
+
+    /// Re-subscribing to the same filter replaces the existing subscription
+    /// (§3.8.4: "it MUST replace the existing Subscription"
+    /// [MQTT-3.8.4-3]) and returns the old options.
+    #[test]
+    fn insert_replaces_and_returns_old_value() {
+        let mut trie = Trie::new();
+        assert_eq!(trie.insert(&f("a/+"), 7, "one"), None);
+        assert_eq!(trie.insert(&f("a/+"), 7, "two"), Some("one"));
+        assert_eq!(trie.len(), 1);
+        assert_eq!(trie.get(&f("a/+"), 7), Some(&"two"));
+        assert_eq!(plain_matches(&trie, "a/x"), [(7, "two")]);
+        assert_eq!(trie.insert(&f("a/#"), 7, "x"), None);
+        assert_eq!(trie.insert(&f("a/#"), 7, "y"), Some("x"));
+        assert_eq!(trie.get(&f("a/#"), 7), Some(&"y"));
+        assert_eq!(trie.len(), 2);
+    }
+
+    /// Removing every subscription frees every node: the node count goes
+    /// back to where it started, shared, `+` and `#` branches included.
+    #[test]
+    fn remove_prunes_empty_nodes() {
+        let mut trie = Trie::new();
+        trie.insert(&f("keep/this"), 1, "k");
+        let start = trie.node_count();
+        assert_eq!(start, 2);
+        let filters = [
+            "keep/this/and/more",
+            "keep/+/x/y",
+            "keep/#",
+            "a/b/c/d/e",
+            "a/b/c",
+            "+/+/#",
+            "$share/g/keep/this/z",
+            "//",
+            "#",
+        ];
+        for (i, filter) in filters.iter().enumerate() {
+            trie.insert(&f(filter), 100 + i as u32, filter);
+        }
+        assert!(trie.node_count() > start);
+        assert_eq!(trie.remove(&f("a/b/c"), 999), None, "unknown key");
+        assert_eq!(trie.remove(&f("a/b/x"), 104), None, "unknown filter");
+        for (i, filter) in filters.iter().enumerate().rev() {
+            assert_eq!(trie.remove(&f(filter), 100 + i as u32), Some(*filter));
+            assert_eq!(trie.remove(&f(filter), 100 + i as u32), None);
+        }
+        assert_eq!(trie.node_count(), start);
+        assert_eq!(trie.len(), 1);
+        assert_eq!(keys(&trie, "keep/this"), [1]);
+        trie.remove(&f("keep/this"), 1);
+        assert_eq!(trie.node_count(), 0);
+        assert!(trie.is_empty());
+    }
+
+    /// Pruning stops at a node that still holds something and keeps
+    /// sibling branches.
+    #[test]
+    fn remove_keeps_shared_prefixes() {
+        let mut trie = trie_with(&["a/b/c/d", "a/b", "a/x/y"]);
+        assert_eq!(trie.node_count(), 6);
+        trie.remove(&f("a/b/c/d"), 0);
+        assert_eq!(trie.node_count(), 4);
+        assert_eq!(keys(&trie, "a/b"), [1]);
+        trie.remove(&f("a/b"), 1);
+        assert_eq!(trie.node_count(), 3);
+        assert_eq!(keys(&trie, "a/x/y"), [2]);
+    }
+
+    /// A shared subscription `$share/{ShareName}/{filter}` matches like its
+    /// filter (§4.8.2); the group is reported once per matching filter and
+    /// the caller picks one member per message. A client may hold a plain
+    /// subscription to the same filter alongside.
+    #[test]
+    fn shared_groups_are_matched_and_round_robin() {
+        let mut trie = Trie::new();
+        trie.insert(&f("$share/g/a/+"), 1, "s1");
+        trie.insert(&f("$share/g/a/+"), 2, "s2");
+        trie.insert(&f("$share/g/a/+"), 3, "s3");
+        trie.insert(&f("$share/h/a/#"), 4, "h4");
+        trie.insert(&f("a/+"), 1, "plain");
+        assert_eq!(trie.len(), 5);
+        assert_eq!(trie.get(&f("$share/g/a/+"), 1), Some(&"s1"));
+        assert_eq!(trie.get(&f("a/+"), 1), Some(&"plain"));
+        assert_eq!(trie.get(&f("$share/h/a/+"), 1), None);
+
+        let mut groups = Vec::new();
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            groups.clear();
+            trie.match_topic(
+                "a/x",
+                |_, _| {},
+                |name, group| {
+                    groups.push((
+                        name.to_owned(),
+                        group.members().iter().map(|m| m.0).collect::<Vec<_>>(),
+                    ));
+                    if name == "g" {
+                        picks.push(group.next_member().unwrap().0);
+                    }
+                },
+            );
+            groups.sort();
+        }
+        assert_eq!(
+            groups,
+            [("g".to_owned(), vec![1, 2, 3]), ("h".to_owned(), vec![4])]
+        );
+        assert_eq!(picks, [1, 2, 3, 1]);
+        assert_eq!(plain_matches(&trie, "a/x"), [(1, "plain")]);
+
+        // Removing a member that the cursor already passed keeps the turn
+        // on the member that was due next (3, then 1 again).
+        assert_eq!(trie.remove(&f("$share/g/a/+"), 2), Some("s2"));
+        let mut next = Vec::new();
+        for _ in 0..3 {
+            trie.match_topic(
+                "a/y",
+                |_, _| {},
+                |name, group| {
+                    if name == "g" {
+                        next.push(group.next_member().unwrap().0);
+                    }
+                },
+            );
+        }
+        assert_eq!(next, [3, 1, 3]);
+        // A shared `#` group also matches the parent level.
+        let mut seen = Vec::new();
+        trie.match_topic("a", |_, _| {}, |name, _| seen.push(name.to_owned()));
+        assert_eq!(seen, ["h"]);
+    }
+
+    /// The same share name on two different filters forms two groups; a
+    /// topic matching both reports each.
+    #[test]
+    fn same_group_name_on_two_filters_is_two_groups() {
+        let mut trie = Trie::new();
+        trie.insert(&f("$share/g/a/+"), 1, "plus");
+        trie.insert(&f("$share/g/a/b"), 2, "exact");
+        let mut seen = Vec::new();
+        trie.match_topic(
+            "a/b",
+            |_, _| panic!("no plain subscriptions"),
+            |name, group| seen.push((name.to_owned(), group.members()[0].1)),
+        );
+        seen.sort();
+        assert_eq!(seen, [("g".to_owned(), "exact"), ("g".to_owned(), "plus")]);
+        let group = {
+            let mut size = 0;
+            trie.match_topic("a/c", |_, _| {}, |_, g| size = g.len());
+            size
+        };
+        assert_eq!(group, 1);
+    }
+
+    /// `pick` wraps around and is `None` only for an empty group.
+    #[test]
+    fn shared_group_pick_wraps() {
+        let mut group = SharedGroup::<u32, ()>::new("g");
+        assert!(group.pick(0).is_none());
+        assert!(group.next_member().is_none());
+        group.insert(5, ());
+        group.insert(6, ());
+        assert_eq!(group.pick(0).unwrap().0, 5);
+        assert_eq!(group.pick(3).unwrap().0, 6);
+        assert_eq!(group.name(), "g");
+        assert!(!group.is_empty());
+    }
+
+    /// Long subscriber lists (indexed) and wide nodes (hashed children)
+    /// behave like short ones, and shrink back.
+    #[test]
+    fn many_subscribers_and_many_children() {
+        let mut trie = SubscriptionTrie::<u32, u32>::new();
+        let n = 200u32;
+        for k in 0..n {
+            assert_eq!(trie.insert(&f("hot/topic"), k, k), None);
+            assert_eq!(trie.insert(&f(&format!("wide/{k}")), k, k), None);
+        }
+        for k in 0..n {
+            assert_eq!(trie.insert(&f("hot/topic"), k, k + 1), Some(k));
+        }
+        assert_eq!(trie.len(), 2 * n as usize);
+        assert_eq!(plain_matches(&trie, "hot/topic").len(), n as usize);
+        assert_eq!(plain_matches(&trie, "wide/17"), [(17, 17)]);
+        for k in (0..n).step_by(2) {
+            assert_eq!(trie.remove(&f("hot/topic"), k), Some(k + 1));
+            assert_eq!(trie.remove(&f(&format!("wide/{k}")), k), Some(k));
+        }
+        let left = plain_matches(&trie, "hot/topic");
+        assert_eq!(
+            left,
+            (1..n).step_by(2).map(|k| (k, k + 1)).collect::<Vec<_>>()
+        );
+        for k in (1..n).step_by(2) {
+            assert_eq!(trie.get(&f("hot/topic"), k), Some(&(k + 1)));
+            assert_eq!(trie.remove(&f("hot/topic"), k), Some(k + 1));
+            assert_eq!(trie.remove(&f(&format!("wide/{k}")), k), Some(k));
+        }
+        assert!(trie.is_empty());
+        assert_eq!(trie.node_count(), 0);
+    }
+
+    /// A filter with tens of thousands of levels (a 64 KiB topic is
+    /// allowed) can be inserted, matched, removed and dropped without
+    /// exhausting the stack of a test thread.
+    #[test]
+    fn very_deep_filters_do_not_overflow_the_stack() {
+        let levels = 30_000;
+        let topic = vec!["a"; levels].join("/");
+        let plus = vec!["+"; levels].join("/");
+        let mut trie = SubscriptionTrie::<u32, ()>::new();
+        trie.insert(&f(&topic), 1, ());
+        trie.insert(&f(&plus), 2, ());
+        trie.insert(&f(&format!("{topic}/#")), 3, ());
+        let mut seen = Vec::new();
+        trie.match_topic(&topic, |k, _| seen.push(k), |_, _| {});
+        seen.sort();
+        assert_eq!(seen, [1, 2, 3]);
+        assert_eq!(trie.remove(&f(&plus), 2), Some(()));
+        assert_eq!(trie.node_count(), levels + 1);
+        assert_eq!(trie.remove(&f(&format!("{topic}/#")), 3), Some(()));
+        assert_eq!(trie.node_count(), levels);
+        trie.insert(&f(&format!("{plus}/x")), 4, ());
+        drop(trie);
+    }
+
+    /// The definition of matching the trie must agree with (§4.7).
+    fn reference_matches(filter: &str, topic: &str) -> bool {
+        let f: Vec<&str> = filter.split('/').collect();
+        let t: Vec<&str> = topic.split('/').collect();
+        if topic.starts_with('$') && (f[0] == "+" || f[0] == "#") {
+            return false;
+        }
+        let mut i = 0;
+        loop {
+            if i == f.len() {
+                return i == t.len();
+            }
+            if f[i] == "#" {
+                return true;
+            }
+            if i == t.len() || (f[i] != "+" && f[i] != t[i]) {
+                return false;
+            }
+            i += 1;
+        }
+    }
+
+    fn topic_level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "", "$x", "ab"])
+    }
+
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(topic_level(), 1..5)
+            .prop_map(|l| l.join("/"))
+            .prop_filter("non-empty", |t| !t.is_empty())
+    }
+
+    fn filter_strategy() -> impl Strategy<Value = String> {
+        let level = prop::sample::select(vec!["a", "b", "", "$x", "+"]);
+        (
+            prop::collection::vec(level, 0..4),
+            any::<bool>(),
+            prop::sample::select(vec!["", "", "", "$share/g/", "$share/h/"]),
+        )
+            .prop_map(|(levels, hash, share)| {
+                let mut levels = levels;
+                if hash || levels.is_empty() {
+                    levels.push("#");
+                }
+                format!("{share}{}", levels.join("/"))
+            })
+            .prop_filter("valid filter", |t| {
+                TopicFilter::try_from(t.as_str()).is_ok()
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(String, u32, u32),
+        Remove(String, u32),
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (filter_strategy(), 0..4u32, any::<u32>()).prop_map(|(f, k, v)| Op::Insert(f, k, v)),
+            1 => (filter_strategy(), 0..4u32).prop_map(|(f, k)| Op::Remove(f, k)),
+        ]
+    }
+
+    proptest! {
+        /// After random subscribes and unsubscribes, `match_topic` reports
+        /// exactly the (filter, key) pairs and shared groups that the
+        /// reference matcher selects, `len` and `get` agree with a map, and
+        /// removing everything frees every node.
+        #[test]
+        fn trie_agrees_with_reference(
+            ops in prop::collection::vec(op_strategy(), 0..40),
+            topics in prop::collection::vec(topic_strategy(), 1..8),
+        ) {
+            let mut trie = SubscriptionTrie::<u32, (String, u32)>::new();
+            let mut model: BTreeMap<(String, u32), u32> = BTreeMap::new();
+            for op in &ops {
+                match op {
+                    Op::Insert(filter, k, v) => {
+                        let old = trie.insert(&f(filter), *k, (filter.clone(), *v));
+                        let expected = model.insert((filter.clone(), *k), *v);
+                        prop_assert_eq!(old.map(|o| o.1), expected);
+                    }
+                    Op::Remove(filter, k) => {
+                        let old = trie.remove(&f(filter), *k);
+                        let expected = model.remove(&(filter.clone(), *k));
+                        prop_assert_eq!(old.map(|o| o.1), expected);
+                    }
+                }
+                prop_assert_eq!(trie.len(), model.len());
+                prop_assert_eq!(trie.count_by_walking(), model.len());
+            }
+            for ((filter, k), v) in &model {
+                prop_assert_eq!(trie.get(&f(filter), *k).map(|x| x.1), Some(*v));
+            }
+            for topic in &topics {
+                let mut plain = Vec::new();
+                let mut shared = Vec::new();
+                trie.match_topic(
+                    topic,
+                    |k, (filter, v)| plain.push((filter.clone(), k, *v)),
+                    |group, members| {
+                        let filter = &members.members()[0].1 .0;
+                        let list: Vec<(u32, u32)> = members.members().iter().map(|(k, (_, v))| (*k, *v)).collect();
+                        shared.push((group.to_owned(), filter.clone(), list));
+                    },
+                );
+                plain.sort();
+                shared.sort();
+                let mut want_plain = Vec::new();
+                let mut want_shared: BTreeMap<(String, String), Vec<(u32, u32)>> = BTreeMap::new();
+                for ((filter, k), v) in &model {
+                    let tf = f(filter);
+                    if !reference_matches(tf.pattern(), topic) {
+                        continue;
+                    }
+                    match tf.shared() {
+                        None => want_plain.push((filter.clone(), *k, *v)),
+                        Some((group, _)) => want_shared
+                            .entry((group.to_owned(), filter.clone()))
+                            .or_default()
+                            .push((*k, *v)),
+                    }
+                }
+                want_plain.sort();
+                // Members come in insertion order; compare as sets here.
+                let mut got_shared: Vec<_> = shared
+                    .into_iter()
+                    .map(|(g, filter, mut list)| { list.sort(); ((g, filter), list) })
+                    .collect();
+                got_shared.sort();
+                let want_shared: Vec<_> = want_shared.into_iter().collect();
+                prop_assert_eq!(plain, want_plain, "topic {}", topic);
+                prop_assert_eq!(got_shared, want_shared, "topic {}", topic);
+            }
+            for (filter, k) in model.keys() {
+                prop_assert!(trie.remove(&f(filter), *k).is_some());
+            }
+            prop_assert!(trie.is_empty());
+            prop_assert_eq!(trie.node_count(), 0);
+        }
+    }
+}
