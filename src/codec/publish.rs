@@ -325,3 +325,526 @@ impl PublishTemplate {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::{
+        assert_wire, bytes, decode, decode_err, encode, pid, s, topic, user, V3, V4, V5,
+    };
+    use crate::codec::{DisconnectReasonCode, Packet, PayloadFormat, StrError, TopicError};
+
+    fn publish(qos_pid: QosPid, topic_name: &str, payload: &'static [u8]) -> Publish {
+        Publish {
+            qos_pid,
+            ..Publish::new(topic(topic_name), bytes(payload))
+        }
+    }
+
+    /// 3.1.1 §3.3 (and 3.1): QoS 0, no packet identifier.
+    #[test]
+    fn publish_qos0_v3_v4() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x30, 0x0A,
+            0x00, 0x03, b'a', b'/', b'b',
+            b'h', b'e', b'l', b'l', b'o',
+        ];
+        let packet = Packet::Publish(publish(QosPid::AtMostOnce, "a/b", b"hello"));
+        assert_wire(V3, wire, &packet);
+        assert_wire(V4, wire, &packet);
+    }
+
+    /// 3.1.1 §3.3.1: DUP, QoS 1 and RETAIN in the first byte, then the
+    /// packet identifier after the topic (§3.3.2.2).
+    #[test]
+    fn publish_qos1_dup_retain_v4() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x3B, 0x08,
+            0x00, 0x03, b'a', b'/', b'b',
+            0x00, 0x0A,
+            b'x',
+        ];
+        let packet = Packet::Publish(Publish {
+            dup: true,
+            retain: true,
+            ..publish(QosPid::AtLeastOnce(pid(10)), "a/b", b"x")
+        });
+        assert_wire(V4, wire, &packet);
+        assert_wire(V3, wire, &packet);
+    }
+
+    #[test]
+    fn publish_qos2_with_empty_payload_v4() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x34, 0x07,
+            0x00, 0x03, b'a', b'/', b'b',
+            0xFF, 0xFF,
+        ];
+        let packet = Packet::Publish(publish(QosPid::ExactlyOnce(pid(0xFFFF)), "a/b", b""));
+        assert_wire(V4, wire, &packet);
+    }
+
+    /// 5.0 §3.3.2.3: the property length is always present, 0 when empty.
+    #[test]
+    fn publish_qos0_v5_without_properties() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x30, 0x08,
+            0x00, 0x03, b'a', b'/', b'b',
+            0x00,
+            b'h', b'i',
+        ];
+        let packet = Packet::Publish(publish(QosPid::AtMostOnce, "a/b", b"hi"));
+        assert_wire(V5, wire, &packet);
+    }
+
+    /// 5.0 §3.3.2.3: every PUBLISH property, two Subscription Identifiers
+    /// (one of them a two-byte Variable Byte Integer) and a User Property.
+    #[test]
+    fn publish_v5_with_topic_alias_and_subscription_ids() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x32, 0x2B,
+            0x00, 0x03, b'a', b'/', b'b',
+            0x00, 0x01,
+            0x22,
+            0x01, 0x01,
+            0x02, 0x00, 0x00, 0x00, 0x0A,
+            0x23, 0x00, 0x05,
+            0x08, 0x00, 0x01, b'r',
+            0x09, 0x00, 0x01, 0x07,
+            0x03, 0x00, 0x01, b't',
+            0x0B, 0x01,
+            0x0B, 0x80, 0x01,
+            0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v',
+            b'p',
+        ];
+        let mut p = publish(QosPid::AtLeastOnce(pid(1)), "a/b", b"p");
+        p.properties = PublishProperties {
+            payload_format_indicator: Some(PayloadFormat::Utf8),
+            message_expiry_interval: Some(10),
+            topic_alias: NonZeroU16::new(5),
+            response_topic: Some(topic("r")),
+            correlation_data: Some(bytes(&[7])),
+            content_type: Some(s("t")),
+            subscription_identifiers: [1, 128]
+                .into_iter()
+                .map(|id| SubscriptionId::new(id).unwrap())
+                .collect(),
+            user_properties: vec![user("k", "v")],
+        };
+        assert_wire(V5, wire, &Packet::Publish(p.clone()));
+        // The same PUBLISH written for 3.1.1 loses its properties.
+        let v4 = encode(V4, &Packet::Publish(p));
+        assert_eq!(
+            v4,
+            [0x32, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x01, b'p']
+        );
+    }
+
+    /// 5.0 §3.3.2.3.4: a zero-length topic name with a Topic Alias.
+    #[test]
+    fn publish_v5_with_empty_topic_and_alias() {
+        let wire: &[u8] = &[0x30, 0x06, 0x00, 0x00, 0x03, 0x23, 0x00, 0x05];
+        let Packet::Publish(p) = decode(V5, wire).unwrap() else {
+            panic!("expected PUBLISH");
+        };
+        assert!(p.topic.is_empty());
+        assert_eq!(p.properties.topic_alias, NonZeroU16::new(5));
+        assert!(p.payload.is_empty());
+        assert_eq!(encode(V5, &Packet::Publish(p)), wire);
+    }
+
+    /// 5.0 §3.3.2.1: a zero-length topic name without a Topic Alias is a
+    /// Protocol Error; before 5.0 it is an invalid topic [MQTT-4.7.3-1].
+    #[test]
+    fn empty_topic_without_alias_is_rejected() {
+        let err = decode_err(V5, &[0x30, 0x03, 0x00, 0x00, 0x00]);
+        assert_eq!(err, DecodeError::EmptyTopicWithoutAlias);
+        assert_eq!(err.reason_code(), DisconnectReasonCode::ProtocolError);
+        let err = decode_err(V4, &[0x30, 0x02, 0x00, 0x00]);
+        assert_eq!(
+            err,
+            DecodeError::InvalidTopicName {
+                field: "topic name",
+                error: TopicError::Empty
+            }
+        );
+        assert!(err.to_string().contains("[MQTT-4.7.3-1]"));
+        // An alias does not make an empty topic valid in 3.1.1 (no
+        // properties there: the bytes are payload).
+        assert!(decode(V4, &[0x30, 0x06, 0x00, 0x00, 0x03, 0x23, 0x00, 0x05]).is_err());
+    }
+
+    /// [MQTT-3.3.1-2]: DUP is 0 for all QoS 0 messages.
+    #[test]
+    fn dup_with_qos0_is_malformed() {
+        for version in [V3, V4, V5] {
+            let err = decode_err(version, &[0x38, 0x03, 0x00, 0x01, b'a']);
+            assert_eq!(err, DecodeError::DupWithQoS0);
+            assert!(err.to_string().contains("[MQTT-3.3.1-2]"));
+            assert_eq!(err.reason_code(), DisconnectReasonCode::MalformedPacket);
+        }
+        // And the encoder never writes it.
+        let p = Publish {
+            dup: true,
+            ..publish(QosPid::AtMostOnce, "a", b"")
+        };
+        assert_eq!(
+            encode(V4, &Packet::Publish(p)),
+            [0x30, 0x03, 0x00, 0x01, b'a']
+        );
+    }
+
+    /// [MQTT-3.3.1-4]: a PUBLISH with QoS 3 is malformed.
+    #[test]
+    fn qos_3_is_malformed() {
+        for version in [V3, V4, V5] {
+            let err = decode_err(version, &[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]);
+            assert_eq!(err, DecodeError::InvalidQoS);
+            assert_eq!(err.reason_code(), DisconnectReasonCode::MalformedPacket);
+        }
+    }
+
+    /// [MQTT-2.2.1-3] (5.0) / [MQTT-2.3.1-1] (3.1.1): QoS 1 and 2 PUBLISH
+    /// packets carry a non-zero packet identifier.
+    #[test]
+    fn packet_id_0_with_qos_above_0_is_rejected() {
+        for first in [0x32, 0x34] {
+            for version in [V4, V5] {
+                let err = decode_err(version, &[first, 0x06, 0x00, 0x01, b'a', 0x00, 0x00, 0x00]);
+                assert_eq!(
+                    err,
+                    DecodeError::ZeroPacketId {
+                        packet: PacketType::Publish
+                    }
+                );
+                assert!(err.to_string().contains("[MQTT-2.2.1-3]"));
+                assert!(err.to_string().contains("[MQTT-2.3.1-1]"));
+            }
+        }
+    }
+
+    /// A QoS 1 PUBLISH too short to hold its packet identifier.
+    #[test]
+    fn truncated_packet_id_is_malformed() {
+        assert_eq!(
+            decode_err(V4, &[0x32, 0x04, 0x00, 0x01, b'a', 0x00]),
+            DecodeError::Truncated {
+                field: "packet identifier"
+            }
+        );
+    }
+
+    /// [MQTT-3.3.2-2]: the topic name carries no wildcards.
+    #[test]
+    fn topic_name_with_wildcards_is_invalid() {
+        for wildcard in [b'+', b'#'] {
+            for version in [V4, V5] {
+                let mut wire = vec![0x30, 0x05, 0x00, 0x03, b'a', b'/', wildcard];
+                if version == V5 {
+                    wire[1] += 1;
+                    wire.push(0x00);
+                }
+                let err = decode_err(version, &wire);
+                assert_eq!(
+                    err,
+                    DecodeError::InvalidTopicName {
+                        field: "topic name",
+                        error: TopicError::WildcardInName
+                    }
+                );
+                assert!(err.to_string().contains("[MQTT-3.3.2-2]"));
+                assert_eq!(err.reason_code(), DisconnectReasonCode::TopicNameInvalid);
+            }
+        }
+    }
+
+    /// [MQTT-3.3.2-14] (5.0): the Response Topic carries no wildcards.
+    #[test]
+    fn response_topic_with_wildcards_is_invalid() {
+        #[rustfmt::skip]
+        let wire: &[u8] = &[
+            0x30, 0x09,
+            0x00, 0x01, b'a',
+            0x05, 0x08, 0x00, 0x02, b'r', b'#',
+        ];
+        assert_eq!(
+            decode_err(V5, wire),
+            DecodeError::InvalidTopicName {
+                field: "response topic",
+                error: TopicError::WildcardInName
+            }
+        );
+    }
+
+    fn publish_with_topic(name: &[u8]) -> Vec<u8> {
+        let mut wire = vec![0x30, 2 + name.len() as u8, 0x00, name.len() as u8];
+        wire.extend_from_slice(name);
+        wire
+    }
+
+    /// [MQTT-1.5.4-1] (5.0) / [MQTT-1.5.3-1] (3.1.1): ill-formed UTF-8,
+    /// including an encoded surrogate, is malformed in a topic name.
+    #[test]
+    fn topic_with_ill_formed_utf8_is_malformed() {
+        let cases: [&[u8]; 4] = [
+            &[b'a', 0xC3, 0x28],
+            &[0xC0, 0xAF],
+            &[0xED, 0xA0, 0x80],
+            &[0xED, 0xBF, 0xBF],
+        ];
+        for name in cases {
+            let err = decode_err(V4, &publish_with_topic(name));
+            assert_eq!(
+                err,
+                DecodeError::InvalidString {
+                    field: "topic name",
+                    error: StrError::InvalidUtf8
+                },
+                "{name:x?}"
+            );
+            assert!(err.to_string().contains("[MQTT-1.5.4-1]"));
+            assert!(err.to_string().contains("[MQTT-1.5.3-1]"));
+            assert_eq!(err.reason_code(), DisconnectReasonCode::MalformedPacket);
+        }
+    }
+
+    /// [MQTT-1.5.4-2] (5.0) / [MQTT-1.5.3-2] (3.1.1): U+0000 is malformed.
+    #[test]
+    fn topic_with_null_character_is_malformed() {
+        let err = decode_err(V4, &publish_with_topic(b"a\0b"));
+        assert_eq!(
+            err,
+            DecodeError::InvalidString {
+                field: "topic name",
+                error: StrError::NullCharacter
+            }
+        );
+        assert!(err.to_string().contains("[MQTT-1.5.4-2]"));
+    }
+
+    /// [MQTT-1.5.4-3] (5.0) / [MQTT-1.5.3-3] (3.1.1): a BOM is kept, not
+    /// stripped.
+    #[test]
+    fn topic_keeps_its_byte_order_mark() {
+        let wire = publish_with_topic(b"\xEF\xBB\xBFa/b");
+        let Packet::Publish(p) = decode(V4, &wire).unwrap() else {
+            panic!("expected PUBLISH");
+        };
+        assert_eq!(p.topic.as_str(), "\u{FEFF}a/b");
+        assert_eq!(encode(V4, &Packet::Publish(p)), wire);
+    }
+
+    /// 5.0 §3.3.2.3: a property that may appear once, twice (Topic Alias),
+    /// and one that PUBLISH may not carry (Session Expiry Interval).
+    #[test]
+    fn publish_property_rules_apply_inside_the_packet() {
+        #[rustfmt::skip]
+        let twice: &[u8] = &[
+            0x30, 0x0A,
+            0x00, 0x01, b'a',
+            0x06, 0x23, 0x00, 0x01, 0x23, 0x00, 0x02,
+        ];
+        let err = decode_err(V5, twice);
+        assert_eq!(err, DecodeError::DuplicateProperty { id: 0x23 });
+        assert_eq!(err.reason_code(), DisconnectReasonCode::ProtocolError);
+        #[rustfmt::skip]
+        let foreign: &[u8] = &[
+            0x30, 0x09,
+            0x00, 0x01, b'a',
+            0x05, 0x11, 0x00, 0x00, 0x00, 0x01,
+        ];
+        let err = decode_err(V5, foreign);
+        assert_eq!(
+            err,
+            DecodeError::UnexpectedProperty {
+                packet: PacketType::Publish,
+                id: 0x11
+            }
+        );
+        assert_eq!(err.reason_code(), DisconnectReasonCode::MalformedPacket);
+        // Topic Alias 0 is not a valid alias (5.0 §3.3.2.3.4).
+        assert_eq!(
+            decode_err(V5, &[0x30, 0x07, 0x00, 0x01, b'a', 0x03, 0x23, 0x00, 0x00]),
+            DecodeError::InvalidPropertyValue { id: 0x23, value: 0 }
+        );
+    }
+
+    fn shared_properties() -> PublishProperties {
+        PublishProperties {
+            payload_format_indicator: Some(PayloadFormat::Utf8),
+            response_topic: Some(topic("reply/to")),
+            correlation_data: Some(bytes(b"c")),
+            content_type: Some(s("text/plain")),
+            user_properties: vec![user("a", "1"), user("b", "2")],
+            ..Default::default()
+        }
+    }
+
+    fn template_bytes(t: &PublishTemplate, version: ProtocolVersion, d: &Delivery<'_>) -> Vec<u8> {
+        let mut whole = BytesMut::new();
+        t.encode(version, d, &mut whole).unwrap();
+        assert_eq!(whole.len(), t.delivery_len(version, d), "delivery_len");
+        let mut split = BytesMut::new();
+        t.encode_header(version, d, &mut split).unwrap();
+        split.extend_from_slice(t.payload());
+        assert_eq!(split, whole, "encode_header + payload == encode");
+        whole.to_vec()
+    }
+
+    /// The PUBLISH a delivery stands for.
+    fn equivalent(original: &Publish, d: &Delivery<'_>) -> Publish {
+        let mut properties = original.properties.clone();
+        properties.message_expiry_interval = d.message_expiry_interval;
+        properties.topic_alias = d.topic_alias;
+        properties.subscription_identifiers = d.subscription_identifiers.iter().copied().collect();
+        Publish {
+            dup: d.dup,
+            qos_pid: d.qos_pid,
+            retain: d.retain,
+            topic: if d.send_topic {
+                original.topic.clone()
+            } else {
+                TopicName::empty_for_alias()
+            },
+            properties,
+            payload: original.payload.clone(),
+        }
+    }
+
+    /// Subscription ids 3 (one byte) and 200,000 (three bytes).
+    fn sids() -> &'static [SubscriptionId] {
+        static SIDS: std::sync::OnceLock<[SubscriptionId; 2]> = std::sync::OnceLock::new();
+        SIDS.get_or_init(|| {
+            [
+                SubscriptionId::new(3).unwrap(),
+                SubscriptionId::new(200_000).unwrap(),
+            ]
+        })
+    }
+
+    fn per_delivery(qos_pid: QosPid) -> Delivery<'static> {
+        Delivery {
+            qos_pid,
+            dup: true,
+            retain: true,
+            message_expiry_interval: Some(30),
+            subscription_identifiers: sids(),
+            topic_alias: NonZeroU16::new(9),
+            send_topic: true,
+        }
+    }
+
+    /// A delivery encodes to the same bytes as the PUBLISH it stands for
+    /// whenever that PUBLISH's properties are all shared or all
+    /// per-delivery: the template writes the per-delivery ones first.
+    #[test]
+    fn template_delivery_matches_the_equivalent_publish_bytes() {
+        let bare = publish(QosPid::AtMostOnce, "s/1", b"payload");
+        let mut shared = bare.clone();
+        shared.properties = shared_properties();
+        let cases = [
+            (&bare, Delivery::plain(QosPid::AtMostOnce, false)),
+            (&bare, Delivery::plain(QosPid::AtLeastOnce(pid(5)), true)),
+            (&bare, per_delivery(QosPid::ExactlyOnce(pid(6)))),
+            (&shared, Delivery::plain(QosPid::AtLeastOnce(pid(7)), false)),
+        ];
+        for (original, d) in cases {
+            let template = PublishTemplate::new(original);
+            for version in [V4, V5] {
+                let expected = encode(version, &Packet::Publish(equivalent(original, &d)));
+                assert_eq!(template_bytes(&template, version, &d), expected, "{d:?}");
+            }
+        }
+        // A template built without a Publish says the same.
+        let d = Delivery::plain(QosPid::AtLeastOnce(pid(5)), false);
+        let t = PublishTemplate::bare(topic("s/1"), bytes(b"payload"));
+        assert_eq!(
+            template_bytes(&t, V5, &d),
+            template_bytes(&PublishTemplate::new(&bare), V5, &d)
+        );
+    }
+
+    /// With both shared and per-delivery properties the order of the
+    /// properties differs from `Publish::encode` (which property comes
+    /// first carries no meaning, 5.0 §2.2.2), so compare what decodes.
+    #[test]
+    fn template_delivery_with_all_properties_decodes_to_the_equivalent_publish() {
+        let mut original = publish(QosPid::AtMostOnce, "s/1", b"payload");
+        original.properties = shared_properties();
+        // Per-hop properties on the incoming PUBLISH are not forwarded.
+        original.properties.topic_alias = NonZeroU16::new(1);
+        original.properties.message_expiry_interval = Some(100);
+        let template = PublishTemplate::new(&original);
+        let mut with_alias_only = per_delivery(QosPid::AtLeastOnce(pid(8)));
+        with_alias_only.send_topic = false;
+        for d in [per_delivery(QosPid::AtLeastOnce(pid(8))), with_alias_only] {
+            let mut cleared = original.clone();
+            cleared.properties.topic_alias = None;
+            cleared.properties.message_expiry_interval = None;
+            let expected = equivalent(&cleared, &d);
+            let wire = template_bytes(&template, V5, &d);
+            assert_eq!(
+                wire.len(),
+                Packet::Publish(expected.clone()).encoded_len(V5)
+            );
+            assert_eq!(
+                decode(V5, &wire).unwrap(),
+                Packet::Publish(expected.clone())
+            );
+            // 3.1.1 has no properties: byte-for-byte equal again, and the
+            // topic is always sent.
+            let mut v4 = d;
+            v4.send_topic = true;
+            assert_eq!(
+                template_bytes(&template, V4, &v4),
+                encode(V4, &Packet::Publish(equivalent(&cleared, &v4)))
+            );
+        }
+    }
+
+    /// The exact bytes of a 5.0 delivery: per-delivery properties first,
+    /// then the shared ones, then the payload; an aliased delivery sends a
+    /// zero-length topic.
+    #[test]
+    fn template_delivery_v5_bytes() {
+        let mut original = publish(QosPid::AtMostOnce, "t", b"P");
+        original.properties.content_type = Some(s("c"));
+        let template = PublishTemplate::new(&original);
+        let d = Delivery {
+            qos_pid: QosPid::AtLeastOnce(pid(2)),
+            dup: false,
+            retain: false,
+            message_expiry_interval: Some(7),
+            subscription_identifiers: &sids()[..1],
+            topic_alias: NonZeroU16::new(1),
+            send_topic: false,
+        };
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            0x32, 0x14,
+            0x00, 0x00,
+            0x00, 0x02,
+            0x0E,
+            0x02, 0x00, 0x00, 0x00, 0x07,
+            0x23, 0x00, 0x01,
+            0x0B, 0x03,
+            0x03, 0x00, 0x01, b'c',
+            b'P',
+        ];
+        assert_eq!(template_bytes(&template, V5, &d), expected);
+    }
+
+    /// The payload is shared with the template, never copied into it.
+    #[test]
+    fn template_shares_topic_and_payload() {
+        let original = publish(QosPid::AtMostOnce, "t", b"shared payload");
+        let template = PublishTemplate::new(&original);
+        assert_eq!(template.payload().as_ptr(), original.payload.as_ptr());
+        assert_eq!(template.topic(), &original.topic);
+    }
+}
