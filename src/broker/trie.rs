@@ -185,7 +185,7 @@ impl<N> Children<N> {
         }
     }
 
-    fn into_each(self, f: &mut dyn FnMut(N)) {
+    pub(crate) fn into_each(self, f: &mut dyn FnMut(N)) {
         match self {
             Children::Few(v) => v.into_iter().for_each(|(_, n)| f(n)),
             Children::Many(m) => m.into_iter().for_each(|(_, n)| f(n)),
