@@ -21,12 +21,6 @@ pub struct Disconnect {
     pub properties: DisconnectProperties,
 }
 
-impl Default for DisconnectReasonCode {
-    fn default() -> Self {
-        DisconnectReasonCode::NormalDisconnection
-    }
-}
-
 impl Disconnect {
     pub fn new(reason: DisconnectReasonCode) -> Self {
         Disconnect {

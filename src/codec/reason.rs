@@ -193,8 +193,11 @@ reason_codes! {
 }
 
 reason_codes! {
-    /// DISCONNECT reason codes (5.0 §3.14.2.1).
+    /// DISCONNECT reason codes (5.0 §3.14.2.1). The default is what a
+    /// DISCONNECT without a reason code means.
+    #[derive(Default)]
     pub enum DisconnectReasonCode {
+        #[default]
         NormalDisconnection = 0x00,
         DisconnectWithWillMessage = 0x04,
         UnspecifiedError = 0x80,
