@@ -122,6 +122,12 @@ impl DecodeError {
             PacketTooLarge { .. } => DisconnectReasonCode::PacketTooLarge,
             InvalidTopicName { .. } => DisconnectReasonCode::TopicNameInvalid,
             InvalidTopicFilter(_) => DisconnectReasonCode::TopicFilterInvalid,
+            // 5.0 §3.3.4: "A Topic Alias value of 0 [...] is a Protocol
+            // Error, the receiver uses DISCONNECT with Reason Code of 0x94".
+            InvalidPropertyValue {
+                id: super::properties::id::TOPIC_ALIAS,
+                ..
+            } => DisconnectReasonCode::TopicAliasInvalid,
             EmptyTopicWithoutAlias
             | ZeroPacketId { .. }
             | RetainHandling3

@@ -57,6 +57,7 @@ impl Publish {
         self.qos_pid.pid()
     }
 
+    #[inline]
     pub(crate) fn decode(
         flags: u8,
         r: &mut Reader,
@@ -117,6 +118,42 @@ impl Publish {
             len += self.properties.encoded_len();
         }
         len
+    }
+
+    /// The whole packet, as [`super::Packet::encode`] writes it, with the
+    /// property length computed once.
+    #[inline]
+    pub(crate) fn encode(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let mut body = prefixed_len(self.topic.len()) + self.payload.len();
+        if self.qos_pid.pid().is_some() {
+            body += 2;
+        }
+        let props = if version.is_v5() {
+            let props = self.properties.body_len();
+            body += varint_len(props) + props;
+            props
+        } else {
+            0
+        };
+        if body > VARINT_MAX as usize {
+            return Err(EncodeError::TooLarge(body));
+        }
+        buf.reserve(1 + varint_len(body) + body);
+        buf.put_u8(self.first_byte());
+        put_varint(buf, body);
+        put_str(buf, self.topic.as_mqtt_str());
+        if let Some(pid) = self.qos_pid.pid() {
+            buf.put_u16(pid.get());
+        }
+        if version.is_v5() {
+            self.properties.encode_with_len(props, buf);
+        }
+        buf.put_slice(&self.payload);
+        Ok(())
     }
 
     pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
@@ -667,11 +704,14 @@ mod tests {
             }
         );
         assert_eq!(err.reason_code(), DisconnectReasonCode::MalformedPacket);
-        // Topic Alias 0 is not a valid alias (5.0 §3.3.2.3.4).
+        // Topic Alias 0 is not a valid alias: DISCONNECT with 0x94 (Topic
+        // Alias invalid), 5.0 §3.3.4.
+        let err = decode_err(V5, &[0x30, 0x07, 0x00, 0x01, b'a', 0x03, 0x23, 0x00, 0x00]);
         assert_eq!(
-            decode_err(V5, &[0x30, 0x07, 0x00, 0x01, b'a', 0x03, 0x23, 0x00, 0x00]),
+            err,
             DecodeError::InvalidPropertyValue { id: 0x23, value: 0 }
         );
+        assert_eq!(err.reason_code(), DisconnectReasonCode::TopicAliasInvalid);
     }
 
     fn shared_properties() -> PublishProperties {
