@@ -69,7 +69,9 @@ impl QoS {
 }
 
 /// A PUBLISH's QoS together with its packet identifier: QoS 0 has none, QoS 1
-/// and 2 always have one ([MQTT-2.3.1-5] 3.1.1, [MQTT-2.2.1-2] 5.0).
+/// and 2 always have one. No id at QoS 0: [MQTT-2.2.1-2] (5.0) /
+/// [MQTT-2.3.1-5] (3.1.1); a non-zero one above it: [MQTT-2.2.1-3] (5.0) /
+/// [MQTT-2.3.1-1] (3.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QosPid {
     AtMostOnce,
