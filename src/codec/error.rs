@@ -182,7 +182,7 @@ impl DecodeError {
 /// Why a packet cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EncodeError {
-    #[error("remaining length {0} exceeds 268,435,455 bytes (§2.1.4)")]
+    #[error("remaining length {0} exceeds 268,435,455 bytes (5.0 §2.1.4, 3.1.1 §2.2.3)")]
     TooLarge(usize),
     #[error("{0:?} must carry at least one topic filter")]
     NoTopicFilters(PacketType),
