@@ -324,6 +324,14 @@ mod tests {
                 flags: 1
             }
         );
+        // An empty property block ends the packet.
+        assert_eq!(
+            decode_err(V5, &[0xF0, 0x03, 0x18, 0x00, 0x00]),
+            DecodeError::TrailingBytes {
+                packet: PacketType::Auth,
+                count: 1
+            }
+        );
         // Type 15 before 5.0 is reserved, whatever follows.
         assert_eq!(
             decode_err(V4, &[0xF0, 0x01, 0x18]),
