@@ -18,6 +18,8 @@ mod error;
 mod properties;
 mod publish;
 mod reason;
+#[cfg(test)]
+mod roundtrip_tests;
 mod subscribe;
 mod types;
 mod wire;
