@@ -11,3 +11,5 @@
 
 pub mod broker;
 pub mod codec;
+#[cfg(feature = "runtime")]
+pub mod server;

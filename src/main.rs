@@ -1,1 +1,66 @@
-fn main() {}
+//! `vane`: the broker binary. Parses flags and the config file, sets up
+//! logging and signals, and runs the server until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use clap::Parser;
+use vane::server::{Config, Server};
+
+/// Vane: a thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (see deploy/vane.toml); every setting has a default.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// MQTT listener address, overriding the config (default 0.0.0.0:1883).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Number of executors (pinned threads), overriding the config; 0 = all CPUs.
+    #[arg(long)]
+    cores: Option<usize>,
+}
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("{error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(cores) = args.cores {
+        config.cores = cores;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
+        .context("invalid log_level")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+
+    let server = Server::start(config)?;
+    tracing::info!(addr = %server.local_addr(), "vane is listening");
+    let flag = server.shutdown_flag();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, flag.clone())
+            .context("cannot install signal handler")?;
+    }
+    let result = server.join();
+    if flag.load(Ordering::Relaxed) {
+        tracing::info!("shut down");
+    }
+    result?;
+    Ok(())
+}

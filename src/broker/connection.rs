@@ -72,6 +72,17 @@ pub enum Event {
     Close(Close),
 }
 
+/// The result of [`Connection::receive`].
+#[derive(Debug)]
+pub enum Received {
+    /// No whole packet is buffered yet.
+    NeedMore,
+    /// A packet was handled; its answer, if any, is written.
+    Handled,
+    /// A packet needs the broker.
+    Event(Event),
+}
+
 /// A QoS 1 or 2 acknowledgement owed once the message is routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingAck {
@@ -171,27 +182,29 @@ impl Connection {
         self.session_expiry
     }
 
-    /// Decodes the next packet from `input` and handles it. Returns `None`
-    /// when more bytes are needed.
+    /// Decodes the next packet from `input` and handles it.
     pub fn receive(
         &mut self,
         input: &mut BytesMut,
         session: Option<&mut SessionState>,
         now: Instant,
         out: &mut BytesMut,
-    ) -> Option<Event> {
+    ) -> Received {
         if matches!(self.phase, Phase::Closed) {
             input.clear();
-            return None;
+            return Received::NeedMore;
         }
         let level = connect_level(input);
         match self.decoder.decode(input) {
-            Ok(None) => None,
+            Ok(None) => Received::NeedMore,
             Ok(Some(packet)) => {
                 self.last_received = now;
-                self.handle(packet, session, now, out)
+                match self.handle(packet, session, now, out) {
+                    Some(event) => Received::Event(event),
+                    None => Received::Handled,
+                }
             }
-            Err(error) => Some(self.decode_failed(error, level, out)),
+            Err(error) => Received::Event(self.decode_failed(error, level, out)),
         }
     }
 

@@ -1,0 +1,263 @@
+//! The broker's configuration: a TOML file whose every setting has a
+//! working default, overridden by command-line flags.
+//!
+//! Owns: parsing and defaults, and turning settings into the limits the
+//! protocol core enforces. Does not own: applying them (the runtime and
+//! `crate::broker` do). `deploy/vane.toml` documents every setting.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::broker::connection::ConnectionLimits;
+use crate::broker::session::{DropPolicy, SessionLimits};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// Everything `vane` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// MQTT listener address.
+    pub listen: SocketAddr,
+    /// Executors (one pinned thread each); 0 means one per CPU.
+    pub cores: usize,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins if set.
+    pub log_level: String,
+    pub limits: Limits,
+    pub executor: ExecutorSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:1883".parse().expect("valid address"),
+            cores: 0,
+            log_level: "info".into(),
+            limits: Limits::default(),
+            executor: ExecutorSettings::default(),
+        }
+    }
+}
+
+/// Every protocol and resource limit. See `deploy/vane.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// 0 means max_connections divided evenly over the cores.
+    pub max_connections_per_core: usize,
+    pub max_packet_size: u32,
+    pub max_inflight: u16,
+    pub max_queued: usize,
+    pub queue_qos0_offline: bool,
+    pub drop_policy: DropPolicy,
+    pub write_buffer_cap: usize,
+    pub max_keepalive: u16,
+    pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    pub max_topic_length: usize,
+    pub max_topic_levels: usize,
+    pub max_subscriptions: usize,
+    pub max_session_expiry: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let connection = ConnectionLimits::default();
+        let session = SessionLimits::default();
+        Limits {
+            max_connections: 1_000_000,
+            max_connections_per_core: 0,
+            max_packet_size: connection.max_packet_size,
+            max_inflight: session.max_inflight,
+            max_queued: session.max_queued,
+            queue_qos0_offline: session.queue_qos0_offline,
+            drop_policy: session.drop_policy,
+            write_buffer_cap: session.write_buffer_cap,
+            max_keepalive: connection.max_keepalive,
+            receive_maximum: connection.receive_maximum,
+            topic_alias_maximum: connection.topic_alias_maximum,
+            max_topic_length: connection.max_topic_length,
+            max_topic_levels: connection.max_topic_levels,
+            max_subscriptions: connection.max_subscriptions,
+            max_session_expiry: connection.max_session_expiry,
+        }
+    }
+}
+
+impl Limits {
+    pub fn connection(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_packet_size: self.max_packet_size,
+            max_keepalive: self.max_keepalive,
+            receive_maximum: self.receive_maximum,
+            topic_alias_maximum: self.topic_alias_maximum,
+            max_topic_length: self.max_topic_length,
+            max_topic_levels: self.max_topic_levels,
+            max_subscriptions: self.max_subscriptions,
+            max_session_expiry: self.max_session_expiry,
+        }
+    }
+
+    pub fn session(&self) -> SessionLimits {
+        SessionLimits {
+            max_inflight: self.max_inflight,
+            max_queued: self.max_queued,
+            queue_qos0_offline: self.queue_qos0_offline,
+            drop_policy: self.drop_policy,
+            write_buffer_cap: self.write_buffer_cap,
+        }
+    }
+
+    /// The connection cap of one core out of `cores`.
+    pub fn per_core_connections(&self, cores: usize) -> usize {
+        if self.max_connections_per_core > 0 {
+            self.max_connections_per_core
+        } else {
+            self.max_connections.div_ceil(cores.max(1))
+        }
+    }
+}
+
+/// How each glommio executor is built.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorSettings {
+    /// Locked memory glommio registers per executor for I/O buffers. Vane
+    /// does no file I/O, so this stays small: the locked-memory limit
+    /// (`ulimit -l`) must cover cores × (io_memory + ring memory).
+    pub io_memory: usize,
+    /// io_uring submission queue depth.
+    pub ring_depth: usize,
+    /// Capacity, in batches, of each cross-core mailbox.
+    pub mailbox_capacity: usize,
+    /// Pin executor threads to CPUs.
+    pub pin: bool,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        ExecutorSettings {
+            io_memory: 64 << 10,
+            ring_depth: 256,
+            mailbox_capacity: 256,
+            pin: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; settings it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks settings that would make the broker misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_packet_size < 64 {
+            return Err(ConfigError::Invalid(
+                "limits.max_packet_size must be at least 64".into(),
+            ));
+        }
+        if l.max_packet_size > crate::codec::MAX_PACKET_SIZE_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_packet_size must be at most {}",
+                crate::codec::MAX_PACKET_SIZE_LIMIT
+            )));
+        }
+        if l.max_inflight == 0 || l.receive_maximum == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_inflight and limits.receive_maximum must be at least 1".into(),
+            ));
+        }
+        if self.executor.mailbox_capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "executor.mailbox_capacity must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of executors to start.
+    pub fn effective_cores(&self) -> usize {
+        if self.cores > 0 {
+            self.cores
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_working_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(config.cores, 0);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn settings_override_defaults_and_unknown_keys_are_rejected() {
+        let config = Config::from_toml(
+            "listen = \"127.0.0.1:1999\"\n[limits]\nmax_queued = 5\ndrop_policy = \"drop-oldest\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_queued, 5);
+        assert_eq!(config.limits.drop_policy, DropPolicy::DropOldest);
+        assert!(Config::from_toml("[limits]\nmax_qeued = 5\n").is_err());
+    }
+
+    #[test]
+    fn per_core_connection_cap_splits_the_global_one() {
+        let limits = Limits {
+            max_connections: 10,
+            ..Limits::default()
+        };
+        assert_eq!(limits.per_core_connections(3), 4);
+        let limits = Limits {
+            max_connections_per_core: 2,
+            ..limits
+        };
+        assert_eq!(limits.per_core_connections(3), 2);
+    }
+
+    #[test]
+    fn the_example_config_in_deploy_parses() {
+        let text = include_str!("../../deploy/vane.toml");
+        let config = Config::from_toml(text).unwrap();
+        config.validate().unwrap();
+    }
+}

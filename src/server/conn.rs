@@ -1,0 +1,377 @@
+//! The task that serves one client connection on its core: read, hand
+//! packets to the sans-IO [`Connection`], carry out the events it returns,
+//! and write whatever the session produced in one write per wake-up.
+//!
+//! Owns: the socket, the read buffer, the keepalive and connect timers, and
+//! the order of the steps around an event (claim before CONNACK, barrier
+//! before SUBACK, routing before PUBACK). Does not own: protocol decisions
+//! (`crate::broker`) or routing (`core.rs`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::broker::connection::{Close, Connection, Event, Received};
+use crate::broker::message::{DeliveryPlan, SessionKey, SubscriptionEntry};
+use crate::broker::session::SessionState;
+use crate::codec::{
+    DisconnectReasonCode, MqttStr, PubAckReasonCode, QoS, RetainHandling, SubAckReasonCode,
+    TopicFilter, UnsubAckReasonCode,
+};
+
+use super::core::Core;
+use super::sessions::ConnLink;
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK: usize = 4096;
+/// How long a connection may take to send its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Wake {
+    Read(io::Result<usize>),
+    Notified,
+    Timeout,
+}
+
+/// Serves `stream` until it closes.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let accepted_at = Instant::now();
+    let link = Rc::new(ConnLink::default());
+    let mut conn = Connection::new(core.connection_limits, accepted_at);
+    let mut input = BytesMut::new();
+    let mut scratch = vec![0u8; READ_CHUNK];
+    let mut key: Option<SessionKey> = None;
+
+    let close: Close = 'serve: loop {
+        // Everything already buffered, packet by packet.
+        loop {
+            let now = Instant::now();
+            let received = {
+                let mut out = link.out.borrow_mut();
+                let mut sessions = core.sessions.borrow_mut();
+                let session = key.and_then(|k| sessions.get_mut(k)).map(|s| &mut s.state);
+                conn.receive(&mut input, session, now, &mut out)
+            };
+            match received {
+                Received::NeedMore => break,
+                Received::Handled => {}
+                Received::Event(event) => {
+                    if let Some(close) =
+                        handle_event(&core, &link, &mut conn, &mut key, event).await
+                    {
+                        break 'serve close;
+                    }
+                }
+            }
+        }
+        if let Some(reason) = link.killed() {
+            let publish_will = reason == DisconnectReasonCode::SessionTakenOver;
+            break conn.server_disconnect(reason, publish_will, &mut link.out.borrow_mut());
+        }
+        if let Err(error) = flush(&core, &mut stream, &link, key).await {
+            break lost(&conn, &error.to_string());
+        }
+        let deadline = if conn.is_connected() {
+            conn.keepalive_deadline()
+        } else {
+            Some(accepted_at + CONNECT_TIMEOUT)
+        };
+        match wait(&mut stream, &mut scratch, &link, deadline).await {
+            Wake::Read(Ok(0)) => break lost(&conn, "connection closed by the client"),
+            Wake::Read(Ok(n)) => input.extend_from_slice(&scratch[..n]),
+            Wake::Read(Err(error)) => break lost(&conn, &error.to_string()),
+            Wake::Notified => {}
+            Wake::Timeout if conn.is_connected() => {
+                // [MQTT-3.1.2-24]: 1.5 × keepalive without a packet.
+                let out = &mut link.out.borrow_mut();
+                break conn.server_disconnect(DisconnectReasonCode::KeepAliveTimeout, true, out);
+            }
+            Wake::Timeout => break lost(&conn, "no CONNECT within the connect timeout"),
+        }
+    };
+
+    let _ = future::or(flush(&core, &mut stream, &link, None), async {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    })
+    .await;
+    let _ = stream.close().await;
+    tracing::debug!(%peer, core = core.id, reason = %close.reason, detail = %close.detail, "connection closed");
+    core.stats
+        .connections_closed
+        .set(core.stats.connections_closed.get() + 1);
+    if close.reason.is_error() && close.reason != DisconnectReasonCode::SessionTakenOver {
+        core.stats
+            .protocol_errors
+            .set(core.stats.protocol_errors.get() + 1);
+    }
+    finish(&core, &mut conn, key, close);
+}
+
+fn lost(conn: &Connection, detail: &str) -> Close {
+    Close {
+        reason: DisconnectReasonCode::UnspecifiedError,
+        publish_will: conn.is_connected(),
+        session_expiry: None,
+        detail: detail.to_string(),
+    }
+}
+
+async fn wait(
+    stream: &mut TcpStream,
+    scratch: &mut [u8],
+    link: &ConnLink,
+    deadline: Option<Instant>,
+) -> Wake {
+    let read = async { Wake::Read(stream.read(scratch).await) };
+    let notified = async {
+        link.notify.notified().await;
+        Wake::Notified
+    };
+    let timer = async {
+        match deadline {
+            Some(at) => {
+                glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+                Wake::Timeout
+            }
+            None => future::pending().await,
+        }
+    };
+    future::or(read, future::or(notified, timer)).await
+}
+
+/// Writes everything the connection has produced, refilling from the
+/// session's queue as the write buffer drains.
+async fn flush(
+    core: &Core,
+    stream: &mut TcpStream,
+    link: &ConnLink,
+    key: Option<SessionKey>,
+) -> io::Result<()> {
+    loop {
+        let chunk = {
+            let mut out = link.out.borrow_mut();
+            if out.is_empty() {
+                if let Some(key) = key {
+                    if let Some(slot) = core.sessions.borrow_mut().get_mut(key) {
+                        slot.state.pump(Instant::now(), &mut out);
+                    }
+                }
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            out.split()
+        };
+        stream.write_all(&chunk).await?;
+    }
+}
+
+async fn handle_event(
+    core: &Rc<Core>,
+    link: &Rc<ConnLink>,
+    conn: &mut Connection,
+    key: &mut Option<SessionKey>,
+    event: Event,
+) -> Option<Close> {
+    match event {
+        Event::Connect(request) => {
+            let mut request = *request;
+            if core.is_shutting_down() {
+                conn.refuse(
+                    crate::codec::ConnectReasonCode::ServerUnavailable,
+                    &mut link.out.borrow_mut(),
+                );
+                return Some(lost(conn, "refused: shutting down"));
+            }
+            if request.assigned_client_id {
+                request.client_id = assign_client_id(core);
+            }
+            let clean_start = request.connect.clean_start;
+            let (claimant, transfer) = core.claim(&request.client_id, clean_start).await;
+            let (state, session_present) = match transfer {
+                Some(transfer) if !clean_start => (transfer.state, true),
+                _ => (SessionState::new(core.session_limits), false),
+            };
+            let subscriptions: Vec<(TopicFilter, SubscriptionEntry)> = state
+                .subscriptions
+                .iter()
+                .map(|(f, e)| (f.clone(), *e))
+                .collect();
+            let new_key =
+                core.install_session(request.client_id.clone(), claimant, state, link.clone());
+            for (filter, entry) in &subscriptions {
+                core.add_subscription(new_key, filter, *entry);
+            }
+            if !subscriptions.is_empty() {
+                core.barrier().await;
+            }
+            let now = Instant::now();
+            let mut sessions = core.sessions.borrow_mut();
+            let Some(slot) = sessions.get_mut(new_key) else {
+                // Taken over by a later CONNECT while this one waited.
+                return Some(lost(conn, "taken over before CONNACK"));
+            };
+            slot.expiry = request.session_expiry;
+            tracing::debug!(client_id = %request.client_id, core = core.id, session_present, "client connected");
+            conn.accept(
+                request,
+                &mut slot.state,
+                session_present,
+                new_key,
+                now,
+                &mut link.out.borrow_mut(),
+            );
+            *key = Some(new_key);
+            None
+        }
+        Event::Publish { message, ack } => {
+            let now = Instant::now();
+            let matched = core.route(&message, now);
+            if message.retain && message.qos != QoS::AtMostOnce {
+                // Acknowledged retained messages are on every replica first.
+                core.barrier().await;
+            }
+            let reason = (!matched).then_some(PubAckReasonCode::NoMatchingSubscribers);
+            conn.publish_routed(ack, reason, &mut link.out.borrow_mut());
+            core.outbox_room().await;
+            None
+        }
+        Event::Subscribe(subscribe) => {
+            let session_key = (*key)?;
+            let mut codes = Vec::with_capacity(subscribe.subscriptions.len());
+            let mut retained_for = Vec::new();
+            for sub in subscribe.subscriptions {
+                let entry = SubscriptionEntry {
+                    options: sub.options,
+                    identifier: subscribe.properties.subscription_identifier,
+                };
+                let existed = {
+                    let mut sessions = core.sessions.borrow_mut();
+                    let slot = sessions.get_mut(session_key)?;
+                    let subs = &mut slot.state.subscriptions;
+                    if !subs.contains_key(&sub.filter)
+                        && subs.len() >= core.connection_limits.max_subscriptions
+                    {
+                        codes.push(SubAckReasonCode::QuotaExceeded);
+                        continue;
+                    }
+                    subs.insert(sub.filter.clone(), entry).is_some()
+                };
+                core.add_subscription(session_key, &sub.filter, entry);
+                codes.push(SubAckReasonCode::granted(sub.options.qos));
+                let wants_retained = match sub.options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtNewSubscribe => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+                // Shared subscriptions get no retained messages (5.0 §4.8.2).
+                if wants_retained && sub.filter.shared().is_none() {
+                    retained_for.push((sub.filter, entry));
+                }
+            }
+            core.barrier().await;
+            conn.subscribed(subscribe.pid, codes, &mut link.out.borrow_mut());
+            deliver_retained(core, session_key, retained_for);
+            None
+        }
+        Event::Unsubscribe(unsubscribe) => {
+            let session_key = (*key)?;
+            let mut codes = Vec::with_capacity(unsubscribe.filters.len());
+            for filter in &unsubscribe.filters {
+                let existed = {
+                    let mut sessions = core.sessions.borrow_mut();
+                    let slot = sessions.get_mut(session_key)?;
+                    slot.state.subscriptions.remove(filter).is_some()
+                };
+                if existed {
+                    core.remove_subscription(session_key, filter);
+                    codes.push(UnsubAckReasonCode::Success);
+                } else {
+                    codes.push(UnsubAckReasonCode::NoSubscriptionExisted);
+                }
+            }
+            conn.unsubscribed(unsubscribe.pid, codes, &mut link.out.borrow_mut());
+            None
+        }
+        Event::Close(close) => Some(close),
+    }
+}
+
+/// Retained messages matching new subscriptions, sent after the SUBACK
+/// with RETAIN set ([MQTT-3.3.1-9]).
+fn deliver_retained(core: &Core, key: SessionKey, filters: Vec<(TopicFilter, SubscriptionEntry)>) {
+    let now = Instant::now();
+    for (filter, entry) in filters {
+        let mut messages = Vec::new();
+        core.retained
+            .borrow()
+            .for_each_match(filter.pattern(), |_, message| {
+                messages.push(message.clone())
+            });
+        for message in messages {
+            if !message.is_expired(now) {
+                let plan = DeliveryPlan::new(&message, &entry, true);
+                core.deliver_to(key, &message, plan, now);
+            }
+        }
+    }
+}
+
+/// A client id for a client that sent none (5.0 §3.1.3.1, 3.1.1
+/// [MQTT-3.1.3-6]): unique across cores and restarts.
+fn assign_client_id(core: &Core) -> MqttStr {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    MqttStr::try_from(format!("vane-{}-{nanos:x}-{n}", core.id)).expect("ASCII id")
+}
+
+/// Detaches the session, publishes or schedules the will, and ends the
+/// session if it does not outlive its connection.
+fn finish(core: &Core, conn: &mut Connection, key: Option<SessionKey>, close: Close) {
+    let Some(key) = key else { return };
+    let now = Instant::now();
+    let will = if close.publish_will {
+        conn.take_will()
+    } else {
+        None
+    };
+    let expiry = conn.session_expiry();
+    let still_ours = {
+        let mut sessions = core.sessions.borrow_mut();
+        match sessions.get_mut(key) {
+            Some(slot) => {
+                slot.expiry = expiry;
+                sessions.detach(key, now);
+                true
+            }
+            None => false,
+        }
+    };
+    if let Some((will, delay)) = will {
+        if delay == 0 || (still_ours && expiry == 0) {
+            core.publish_will(will, now);
+        } else if let Some(slot) = core.sessions.borrow_mut().get_mut(key) {
+            // [MQTT-3.1.3-9]: sent after the delay or when the session
+            // ends, whichever is first; a reconnect cancels it.
+            let delay = Duration::from_secs(u64::from(delay.min(expiry)));
+            slot.pending_will = Some((will, now + delay));
+        }
+        // A delayed will of a connection taken over is dropped: the
+        // session continues on the new connection ([MQTT-3.1.3-9]).
+    }
+    if still_ours && expiry == 0 {
+        core.end_session(key);
+    }
+}

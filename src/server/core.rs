@@ -1,0 +1,594 @@
+//! One executor's share of the broker: its sessions, its replica of the
+//! subscription index and of the retained store, its outboxes to the other
+//! cores, and the part of the client-id directory it is home for.
+//!
+//! Owns: routing a PUBLISH (local delivery, one message per other core that
+//! has subscribers, shared-subscription picks), applying replica updates,
+//! barriers, and the client-id ownership protocol. Does not own: sockets
+//! (see `conn.rs`) or protocol rules (see `crate::broker`).
+//!
+//! # Replicas and barriers
+//! Every core holds every subscription and every retained message. A core
+//! that changes either applies it locally and sends the change to every
+//! peer. Mesh channels are FIFO per pair of cores, so a `BarrierRequest`
+//! sent after the changes is answered only once each peer has applied them.
+//! SUBACK, and PUBACK/PUBREC of a retained message, wait for that answer.
+//! That gives the two guarantees the broker promises:
+//! - a PUBLISH received on any core after the SUBACK was sent matches the
+//!   new subscription, because that core had applied it before acking;
+//! - a retained message that was acknowledged (or received at QoS 0) before
+//!   a SUBSCRIBE arrived is in the subscribing core's replica once that
+//!   SUBSCRIBE's barrier completes, because the core that received it sent
+//!   the update before it answered the barrier.
+//!
+//! # Client-id ownership
+//! Each client id has a home core (a hash of the id). The home core keeps
+//! who owns the id; every CONNECT claims it there, so claims for one id are
+//! serialised in one place and exactly one connection ends up owning it.
+//!
+//! ```text
+//!   new conn (core A)          home core H              old owner (core B)
+//!        |--- Claim(id, A#t) ------>|                            |
+//!        |                          | owner := A#t               |
+//!        |                          |--- Evict(id, A#t) -------->| close old conn (0x8E)
+//!        |                          |                            | drop its subscriptions
+//!        |<------------------------------ Handover(t, session) --|
+//!        | re-register subscriptions, barrier, CONNACK           |
+//! ```
+//! With no previous owner, H answers `Handover(t, None)` itself. A session
+//! that ends sends `Release(id, owner)` to H, which forgets the id only if
+//! that owner is still the current one.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::AHashMap;
+use bytes::BytesMut;
+use smallvec::SmallVec;
+
+use crate::broker::connection::ConnectionLimits;
+use crate::broker::message::{DeliveryPlan, Message, SessionKey, SubscriptionEntry};
+use crate::broker::retained::RetainedStore;
+use crate::broker::session::{SessionLimits, SessionState};
+use crate::broker::trie::SubscriptionTrie;
+use crate::codec::{DisconnectReasonCode, MqttStr, TopicFilter, TopicName, Will};
+
+use super::mailbox::{Claimant, CoreMsg, Outbox, SessionTransfer};
+use super::notify::Notify;
+use super::sessions::{ConnLink, SessionSlot, Sessions};
+use super::stats::CoreStats;
+
+/// Home core of a client id.
+pub fn home_core(client_id: &[u8], ncores: usize) -> usize {
+    // Fixed seeds: every core must compute the same home.
+    let state = ahash::RandomState::with_seeds(0x7661, 0x6e65, 0x6d71, 0x7474);
+    (state.hash_one(client_id) % ncores as u64) as usize
+}
+
+struct BarrierState {
+    remaining: usize,
+    done: Rc<Notify>,
+}
+
+/// A connection waiting for its client id's session.
+struct ClaimWaiter {
+    done: Rc<Notify>,
+    result: Rc<RefCell<Option<Option<Box<SessionTransfer>>>>>,
+}
+
+pub struct Core {
+    pub id: usize,
+    pub ncores: usize,
+    pub connection_limits: ConnectionLimits,
+    pub session_limits: SessionLimits,
+    pub max_connections: usize,
+    pub sessions: RefCell<Sessions>,
+    pub trie: RefCell<SubscriptionTrie<SessionKey, SubscriptionEntry>>,
+    pub retained: RefCell<RetainedStore<Message>>,
+    pub outboxes: Vec<Outbox>,
+    /// Messages from this core to itself, handled by the dispatcher task in
+    /// order, like a peer's.
+    self_queue: RefCell<VecDeque<CoreMsg>>,
+    pub self_ready: Notify,
+    barriers: RefCell<AHashMap<u64, BarrierState>>,
+    next_id: Cell<u64>,
+    /// Client ids this core is home for, and who owns each.
+    directory: RefCell<AHashMap<MqttStr, Claimant>>,
+    claims: RefCell<AHashMap<u64, ClaimWaiter>>,
+    pub stats: CoreStats,
+    pub shutdown: Arc<AtomicBool>,
+    pub stopping: Notify,
+    /// Scratch for merging the plans of one PUBLISH, reused across calls.
+    plans: RefCell<Vec<(SessionKey, DeliveryPlan)>>,
+}
+
+impl Core {
+    pub fn new(
+        id: usize,
+        ncores: usize,
+        config: &super::config::Config,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        Core {
+            id,
+            ncores,
+            connection_limits: config.limits.connection(),
+            session_limits: config.limits.session(),
+            max_connections: config.limits.per_core_connections(ncores),
+            sessions: RefCell::new(Sessions::new(id as u16)),
+            trie: RefCell::new(SubscriptionTrie::new()),
+            retained: RefCell::new(RetainedStore::new()),
+            outboxes: (0..ncores).map(|_| Outbox::default()).collect(),
+            self_queue: RefCell::new(VecDeque::new()),
+            self_ready: Notify::default(),
+            barriers: RefCell::new(AHashMap::new()),
+            next_id: Cell::new(1),
+            directory: RefCell::new(AHashMap::new()),
+            claims: RefCell::new(AHashMap::new()),
+            stats: CoreStats::default(),
+            shutdown,
+            stopping: Notify::default(),
+            plans: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// Sends `msg` to core `to` (itself included), in FIFO order per pair.
+    pub fn send(&self, to: usize, msg: CoreMsg) {
+        if to == self.id {
+            self.self_queue.borrow_mut().push_back(msg);
+            self.self_ready.notify();
+        } else {
+            self.stats
+                .mailbox_messages
+                .set(self.stats.mailbox_messages.get() + 1);
+            self.outboxes[to].push(msg);
+        }
+    }
+
+    fn broadcast(&self, mut make: impl FnMut() -> CoreMsg) {
+        for peer in 0..self.ncores {
+            if peer != self.id {
+                self.send(peer, make());
+            }
+        }
+    }
+
+    /// Takes the messages this core sent itself.
+    pub fn take_self_messages(&self) -> Vec<CoreMsg> {
+        self.self_queue.borrow_mut().drain(..).collect()
+    }
+
+    /// Waits until every peer has applied everything this core sent it
+    /// before the call (see the module docs).
+    pub async fn barrier(&self) {
+        if self.ncores == 1 {
+            return;
+        }
+        let id = self.next_id();
+        let done = Rc::new(Notify::default());
+        self.barriers.borrow_mut().insert(
+            id,
+            BarrierState {
+                remaining: self.ncores - 1,
+                done: done.clone(),
+            },
+        );
+        let from = self.id;
+        self.broadcast(|| CoreMsg::BarrierRequest { id, from });
+        done.notified().await;
+    }
+
+    /// Waits while any outbox is congested: the backpressure that stops a
+    /// publisher from reading when other cores cannot keep up.
+    pub async fn outbox_room(&self) {
+        for outbox in &self.outboxes {
+            if outbox.is_congested() {
+                outbox.room().await;
+            }
+        }
+    }
+
+    /// Applies one message from a peer (or from itself). Never awaits, so
+    /// two cores can never wait on each other here.
+    pub fn dispatch(&self, msg: CoreMsg, now: Instant) {
+        match msg {
+            CoreMsg::Publish(message) => {
+                self.deliver_local(&message, false, now);
+            }
+            CoreMsg::SharedDeliver {
+                key,
+                entry,
+                message,
+            } => {
+                let plan = DeliveryPlan::new(&message, &entry, false);
+                self.deliver_to(key, &message, plan, now);
+            }
+            CoreMsg::Subscribe { key, filter, entry } => {
+                self.trie.borrow_mut().insert(&filter, key, entry);
+            }
+            CoreMsg::Unsubscribe { key, filter } => {
+                self.trie.borrow_mut().remove(&filter, key);
+            }
+            CoreMsg::Retain { topic, message } => self.apply_retain(&topic, message),
+            CoreMsg::BarrierRequest { id, from } => self.send(from, CoreMsg::BarrierAck { id }),
+            CoreMsg::BarrierAck { id } => {
+                let mut barriers = self.barriers.borrow_mut();
+                if let Some(state) = barriers.get_mut(&id) {
+                    state.remaining -= 1;
+                    if state.remaining == 0 {
+                        let state = barriers.remove(&id).expect("present");
+                        state.done.notify();
+                    }
+                }
+            }
+            CoreMsg::Claim {
+                client_id,
+                claimant,
+                clean_start,
+            } => {
+                let previous = self
+                    .directory
+                    .borrow_mut()
+                    .insert(client_id.clone(), claimant);
+                match previous {
+                    Some(owner) => self.send(
+                        owner.core,
+                        CoreMsg::Evict {
+                            client_id,
+                            claimant,
+                            clean_start,
+                        },
+                    ),
+                    None => self.send(
+                        claimant.core,
+                        CoreMsg::Handover {
+                            ticket: claimant.ticket,
+                            session: None,
+                        },
+                    ),
+                }
+            }
+            CoreMsg::Evict {
+                client_id,
+                claimant,
+                clean_start,
+            } => self.evict(&client_id, claimant, clean_start, now),
+            CoreMsg::Handover { ticket, session } => {
+                if let Some(waiter) = self.claims.borrow_mut().remove(&ticket) {
+                    *waiter.result.borrow_mut() = Some(session);
+                    waiter.done.notify();
+                }
+            }
+            CoreMsg::Release { client_id, owner } => {
+                let mut directory = self.directory.borrow_mut();
+                if directory.get(&client_id) == Some(&owner) {
+                    directory.remove(&client_id);
+                }
+            }
+        }
+    }
+
+    fn apply_retain(&self, topic: &TopicName, message: Option<Message>) {
+        let mut retained = self.retained.borrow_mut();
+        match message {
+            Some(message) => {
+                retained.insert(topic, message);
+            }
+            None => {
+                retained.remove(topic);
+            }
+        }
+    }
+
+    /// Routes a message received on this core. Returns whether any
+    /// subscriber matched.
+    pub fn route(&self, message: &Message, now: Instant) -> bool {
+        self.stats
+            .messages_received
+            .set(self.stats.messages_received.get() + 1);
+        if message.retain {
+            // [MQTT-3.3.1-5]/[MQTT-3.3.1-6]: store or, with an empty
+            // payload, clear; on every core's replica.
+            let stored = (!message.template.payload().is_empty()).then(|| message.clone());
+            let topic = message.template.topic().clone();
+            self.apply_retain(&topic, stored.clone());
+            self.broadcast(|| CoreMsg::Retain {
+                topic: topic.clone(),
+                message: stored.clone(),
+            });
+        }
+        self.deliver_local(message, true, now)
+    }
+
+    /// Delivers `message` to this core's matching sessions. On the core
+    /// that received it (`origin`), also forwards it once to each other
+    /// core with matching subscribers and picks shared-subscription members.
+    fn deliver_local(&self, message: &Message, origin: bool, now: Instant) -> bool {
+        let mut remote_cores: u64 = 0;
+        let mut shared: SmallVec<[(SessionKey, SubscriptionEntry); 4]> = SmallVec::new();
+        let mut plans = self.plans.borrow_mut();
+        plans.clear();
+        let mut matched = false;
+        {
+            let trie = self.trie.borrow();
+            trie.match_topic(
+                message.template.topic().as_str(),
+                |key, entry| {
+                    if entry.options.no_local && message.origin == Some(key) {
+                        return;
+                    }
+                    matched = true;
+                    if usize::from(key.core) == self.id {
+                        plans.push((key, DeliveryPlan::new(message, entry, false)));
+                    } else if origin {
+                        remote_cores |= 1 << key.core;
+                    }
+                },
+                |_group, members| {
+                    if origin {
+                        if let Some((key, entry)) = members.next_member() {
+                            shared.push((key, *entry));
+                        }
+                    }
+                },
+            );
+        }
+        matched |= !shared.is_empty();
+        // One delivery per session: overlapping subscriptions merge into the
+        // highest QoS with every subscription identifier (5.0 §3.3.4).
+        plans.sort_unstable_by_key(|(key, _)| *key);
+        let mut merged: Vec<(SessionKey, DeliveryPlan)> = Vec::with_capacity(plans.len());
+        for (key, plan) in plans.drain(..) {
+            match merged.last_mut() {
+                Some((last, existing)) if *last == key => existing.merge(plan),
+                _ => merged.push((key, plan)),
+            }
+        }
+        drop(plans);
+        for (key, plan) in merged {
+            self.deliver_to(key, message, plan, now);
+        }
+        for (key, entry) in shared {
+            if usize::from(key.core) == self.id {
+                let plan = DeliveryPlan::new(message, &entry, false);
+                self.deliver_to(key, message, plan, now);
+            } else {
+                self.send(
+                    usize::from(key.core),
+                    CoreMsg::SharedDeliver {
+                        key,
+                        entry,
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
+        let mut cores = remote_cores;
+        while cores != 0 {
+            let core = cores.trailing_zeros() as usize;
+            cores &= cores - 1;
+            self.send(core, CoreMsg::Publish(message.clone()));
+        }
+        matched
+    }
+
+    /// Hands one message to one local session.
+    pub fn deliver_to(&self, key: SessionKey, message: &Message, plan: DeliveryPlan, now: Instant) {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(slot) = sessions.get_mut(key) else {
+            return;
+        };
+        match &slot.link {
+            Some(link) => {
+                let mut out = link.out.borrow_mut();
+                let before = out.len();
+                slot.state.deliver(message.clone(), plan, now, &mut out);
+                if out.len() > before {
+                    self.stats
+                        .messages_sent
+                        .set(self.stats.messages_sent.get() + 1);
+                    link.notify.notify();
+                }
+            }
+            None => {
+                slot.state
+                    .deliver(message.clone(), plan, now, &mut BytesMut::new());
+            }
+        }
+    }
+
+    /// Registers a subscription on every replica.
+    pub fn add_subscription(
+        &self,
+        key: SessionKey,
+        filter: &TopicFilter,
+        entry: SubscriptionEntry,
+    ) {
+        self.trie.borrow_mut().insert(filter, key, entry);
+        self.broadcast(|| CoreMsg::Subscribe {
+            key,
+            filter: filter.clone(),
+            entry,
+        });
+    }
+
+    /// Removes a subscription from every replica.
+    pub fn remove_subscription(&self, key: SessionKey, filter: &TopicFilter) {
+        self.trie.borrow_mut().remove(filter, key);
+        self.broadcast(|| CoreMsg::Unsubscribe {
+            key,
+            filter: filter.clone(),
+        });
+    }
+
+    /// Claims `client_id` for a connection on this core and waits for the
+    /// session it resumes (None: start a new one).
+    pub async fn claim(
+        &self,
+        client_id: &MqttStr,
+        clean_start: bool,
+    ) -> (Claimant, Option<Box<SessionTransfer>>) {
+        let claimant = Claimant {
+            core: self.id,
+            ticket: self.next_id(),
+        };
+        let done = Rc::new(Notify::default());
+        let result = Rc::new(RefCell::new(None));
+        self.claims.borrow_mut().insert(
+            claimant.ticket,
+            ClaimWaiter {
+                done: done.clone(),
+                result: result.clone(),
+            },
+        );
+        self.send(
+            home_core(client_id.as_bytes(), self.ncores),
+            CoreMsg::Claim {
+                client_id: client_id.clone(),
+                claimant,
+                clean_start,
+            },
+        );
+        done.notified().await;
+        let session = result.borrow_mut().take().flatten();
+        (claimant, session)
+    }
+
+    /// The previous owner's side of a takeover.
+    fn evict(&self, client_id: &MqttStr, claimant: Claimant, clean_start: bool, now: Instant) {
+        let slot = self.sessions.borrow_mut().remove_by_client(client_id);
+        let session = slot.map(|(key, slot)| {
+            if let Some(link) = &slot.link {
+                // [MQTT-3.1.4-3]: the existing connection is closed, 5.0
+                // clients with DISCONNECT 0x8E.
+                link.kill(DisconnectReasonCode::SessionTakenOver);
+            }
+            for filter in slot.state.subscriptions.keys() {
+                self.remove_subscription(key, filter);
+            }
+            if let Some((will, _)) = slot.pending_will {
+                // A delayed will whose session is taken over by a clean
+                // start is published now: the old session ends.
+                if clean_start {
+                    self.publish_will(will, now);
+                }
+            }
+            Box::new(SessionTransfer { state: slot.state })
+        });
+        let session = if clean_start { None } else { session };
+        self.send(
+            claimant.core,
+            CoreMsg::Handover {
+                ticket: claimant.ticket,
+                session,
+            },
+        );
+    }
+
+    /// Ends a session on this core: its subscriptions go from every
+    /// replica and its home forgets the client id.
+    pub fn end_session(&self, key: SessionKey) {
+        let Some(slot) = self.sessions.borrow_mut().remove(key) else {
+            return;
+        };
+        for filter in slot.state.subscriptions.keys() {
+            self.remove_subscription(key, filter);
+        }
+        self.send(
+            home_core(slot.client_id.as_bytes(), self.ncores),
+            CoreMsg::Release {
+                client_id: slot.client_id,
+                owner: slot.owner,
+            },
+        );
+    }
+
+    /// Publishes a will message as if its client had sent it.
+    pub fn publish_will(&self, will: Will, now: Instant) {
+        let mut publish = crate::codec::Publish::new(will.topic, will.payload);
+        publish.retain = will.retain;
+        publish.qos_pid = match will.qos {
+            crate::codec::QoS::AtMostOnce => crate::codec::QosPid::AtMostOnce,
+            // The id is never sent: deliveries get their own.
+            qos => {
+                crate::codec::QosPid::new(qos, crate::codec::PacketId::new(1)).expect("id given")
+            }
+        };
+        let p = &will.properties;
+        publish.properties.payload_format_indicator = p.payload_format_indicator;
+        publish.properties.message_expiry_interval = p.message_expiry_interval;
+        publish.properties.content_type = p.content_type.clone();
+        publish.properties.response_topic = p.response_topic.clone();
+        publish.properties.correlation_data = p.correlation_data.clone();
+        publish.properties.user_properties = p.user_properties.clone();
+        let message = Message::from_publish(&publish, None, now);
+        self.stats
+            .wills_published
+            .set(self.stats.wills_published.get() + 1);
+        self.route(&message, now);
+    }
+
+    /// Periodic work: expired sessions and delayed wills.
+    pub fn sweep(&self, now: Instant) {
+        let (expired, wills) = self.sessions.borrow_mut().due(now);
+        for will in wills {
+            self.publish_will(will, now);
+        }
+        for key in expired {
+            // [MQTT-3.1.3-9]: a delayed will is sent when the session ends.
+            let will = self
+                .sessions
+                .borrow_mut()
+                .get_mut(key)
+                .and_then(|slot| slot.pending_will.take());
+            if let Some((will, _)) = will {
+                self.publish_will(will, now);
+            }
+            self.stats
+                .sessions_expired
+                .set(self.stats.sessions_expired.get() + 1);
+            self.end_session(key);
+        }
+    }
+
+    /// Creates a session slot for a connection that won its claim.
+    pub fn install_session(
+        &self,
+        client_id: MqttStr,
+        owner: Claimant,
+        state: SessionState,
+        link: Rc<ConnLink>,
+    ) -> SessionKey {
+        let slot = SessionSlot {
+            client_id,
+            owner,
+            state,
+            link: Some(link),
+            expiry: 0,
+            offline_since: None,
+            pending_will: None,
+        };
+        self.sessions.borrow_mut().insert(slot)
+    }
+
+    /// Kills every live connection with `reason` (shutdown).
+    pub fn kill_all(&self, reason: DisconnectReasonCode) {
+        for link in self.sessions.borrow().live_links() {
+            link.kill(reason);
+        }
+    }
+}

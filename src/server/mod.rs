@@ -1,0 +1,413 @@
+//! The runtime: one pinned glommio executor per core, each with its own
+//! SO_REUSEPORT listener, its own sessions and replicas, and mesh channels
+//! to every other core.
+//!
+//! Owns: starting and stopping executors, binding listeners, the per-core
+//! background tasks (accept loop, mailbox senders and receivers, the
+//! sweeper), and turning kernel limits into one clear error line. Does not
+//! own: protocol logic (`crate::broker`) or routing (`core.rs`).
+
+pub mod config;
+mod conn;
+mod core;
+mod mailbox;
+mod notify;
+mod sessions;
+mod stats;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::codec::DisconnectReasonCode;
+pub use config::Config;
+
+use self::core::Core;
+use self::mailbox::CoreMsg;
+
+/// A batch of cross-core messages: the unit a mesh channel carries.
+type Batch = Vec<CoreMsg>;
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// io_uring or locked memory is missing: the message says what to raise.
+    #[error("{0}")]
+    Kernel(String),
+    #[error("core {core} stopped: {detail}")]
+    Core { core: usize, detail: String },
+}
+
+/// A running broker.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<(), String>>>,
+}
+
+impl Server {
+    /// Starts every core and returns once all of them are listening.
+    pub fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let cores = config.effective_cores();
+        check_memlock(cores, &config)?;
+        let listeners = bind_listeners(config.listen, cores)?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let cpus = allowed_cpus();
+        let mesh: MeshBuilder<Batch, Full> =
+            MeshBuilder::full(cores, config.executor.mailbox_capacity);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let mut threads = Vec::with_capacity(cores);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let placement = if config.executor.pin && !cpus.is_empty() {
+                Placement::Fixed(cpus[id % cpus.len()])
+            } else {
+                Placement::Unbound
+            };
+            let builder = LocalExecutorBuilder::new(placement)
+                .name(&format!("vane-core-{id}"))
+                .io_memory(config.executor.io_memory)
+                .ring_depth(config.executor.ring_depth);
+            let (config, mesh, shutdown, ready) = (
+                config.clone(),
+                mesh.clone(),
+                shutdown.clone(),
+                ready_tx.clone(),
+            );
+            let fd = listener.into_raw_fd();
+            let thread = std::thread::Builder::new()
+                .name(format!("vane-core-{id}"))
+                .spawn(move || -> Result<(), String> {
+                    let executor = match builder.make() {
+                        Ok(executor) => executor,
+                        Err(error) => {
+                            let message = explain_executor_error(&error.to_string());
+                            let _ = ready.send(Err(message.clone()));
+                            return Err(message);
+                        }
+                    };
+                    executor.run(async move {
+                        // SAFETY: `fd` is a listening socket this thread owns.
+                        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                        run_core(id, cores, config, listener, mesh, shutdown, ready).await
+                    })
+                })
+                .map_err(|e| ServerError::Kernel(format!("cannot start a core thread: {e}")))?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let mut server = Server {
+            addr,
+            shutdown,
+            threads,
+        };
+        for _ in 0..cores {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => {
+                    server.stop_now();
+                    return Err(ServerError::Kernel(message));
+                }
+                Err(_) => {
+                    server.stop_now();
+                    return Err(ServerError::Kernel("a core stopped while starting".into()));
+                }
+            }
+        }
+        Ok(server)
+    }
+
+    /// The address the MQTT listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A flag that, once set, shuts the broker down (used by signals).
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    fn stop_now(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// Waits for every core to finish (after the shutdown flag is set).
+    pub fn join(mut self) -> Result<(), ServerError> {
+        let mut result = Ok(());
+        for (core, thread) in self.threads.drain(..).enumerate() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(detail)) => result = Err(ServerError::Core { core, detail }),
+                Err(_) => {
+                    result = Err(ServerError::Core {
+                        core,
+                        detail: "panicked".into(),
+                    })
+                }
+            }
+        }
+        result
+    }
+
+    /// Graceful shutdown: stop accepting, DISCONNECT 0x8B to 5.0 clients,
+    /// flush, and wait for the cores.
+    pub fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.join()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+async fn run_core(
+    id: usize,
+    ncores: usize,
+    config: Config,
+    listener: TcpListener,
+    mesh: MeshBuilder<Batch, Full>,
+    shutdown: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "cannot join the core mesh".to_string())?;
+    let core = Rc::new(Core::new(id, ncores, &config, shutdown));
+    let mut tasks = Vec::new();
+    tasks.push(glommio::spawn_local(dispatch_self(core.clone())));
+    let senders = Rc::new(senders);
+    for peer in (0..ncores).filter(|&p| p != id) {
+        tasks.push(glommio::spawn_local(send_to_peer(
+            core.clone(),
+            senders.clone(),
+            peer,
+        )));
+    }
+    for (peer, receiver) in receivers.streams() {
+        let core = core.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(batch) = receiver.recv().await {
+                let now = Instant::now();
+                core.stats
+                    .mailbox_batches
+                    .set(core.stats.mailbox_batches.get() + 1);
+                for msg in batch {
+                    core.dispatch(msg, now);
+                }
+            }
+            tracing::trace!(core = core.id, peer, "mesh channel closed");
+        }));
+    }
+    let sweeper = glommio::spawn_local(sweep(core.clone()));
+    let _ = ready.send(Ok(()));
+    tracing::info!(core = id, addr = ?listener.local_addr().ok(), "core listening");
+    accept_loop(core.clone(), listener).await;
+
+    // Shutdown: every connection gets DISCONNECT 0x8B and closes.
+    core.kill_all(DisconnectReasonCode::ServerShuttingDown);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while core.sessions.borrow().online() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    sweeper.cancel().await;
+    senders.close();
+    for task in tasks {
+        task.cancel().await;
+    }
+    Ok(())
+}
+
+async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            core.stopping.notified().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(error) => {
+                // EMFILE and friends: say so, back off briefly, carry on.
+                tracing::warn!(core = core.id, %error, "accept failed (check the open-files limit, ulimit -n)");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if active.get() >= core.max_connections {
+            core.stats
+                .connections_rejected
+                .set(core.stats.connections_rejected.get() + 1);
+            tracing::debug!(
+                core = core.id,
+                "connection limit reached; closing new connection"
+            );
+            drop(stream);
+            continue;
+        }
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        core.stats
+            .connections_accepted
+            .set(core.stats.connections_accepted.get() + 1);
+        active.set(active.get() + 1);
+        let (core, active) = (core.clone(), active.clone());
+        glommio::spawn_local(async move {
+            conn::serve(core, stream, peer).await;
+            active.set(active.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn dispatch_self(core: Rc<Core>) {
+    loop {
+        core.self_ready.notified().await;
+        let now = Instant::now();
+        for msg in core.take_self_messages() {
+            core.dispatch(msg, now);
+        }
+    }
+}
+
+async fn send_to_peer(core: Rc<Core>, senders: Rc<Senders<Batch>>, peer: usize) {
+    let outbox = &core.outboxes[peer];
+    loop {
+        outbox.ready.notified().await;
+        loop {
+            let batch = outbox.take_batch();
+            if batch.is_empty() {
+                break;
+            }
+            if senders.send_to(peer, batch).await.is_err() {
+                return;
+            }
+            outbox.relieve();
+        }
+    }
+}
+
+async fn sweep(core: Rc<Core>) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        if core.is_shutting_down() {
+            core.stopping.notify();
+        }
+        core.sweep(Instant::now());
+    }
+}
+
+/// Binds one SO_REUSEPORT listener per core on `addr`. With port 0 the
+/// first picks a port and the others join it.
+fn bind_listeners(addr: SocketAddr, cores: usize) -> Result<Vec<StdListener>, ServerError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut listeners = Vec::with_capacity(cores);
+    let mut bound = addr;
+    for _ in 0..cores {
+        let make = || -> std::io::Result<StdListener> {
+            let socket = Socket::new(
+                Domain::for_address(bound),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&bound.into())?;
+            socket.listen(4096)?;
+            Ok(socket.into())
+        };
+        let listener = make().map_err(|source| ServerError::Bind { addr, source })?;
+        bound = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// Locked memory one executor needs: its registered I/O buffer plus the
+/// io_uring rings (about 512 KiB in all with the default settings).
+fn memlock_per_core(config: &Config) -> u64 {
+    config.executor.io_memory as u64 + 448 * 1024
+}
+
+fn check_memlock(cores: usize, config: &Config) -> Result<(), ServerError> {
+    // SAFETY: getrlimit only writes the struct it is given.
+    let limit = unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
+            return Ok(());
+        }
+        limit.rlim_cur
+    };
+    let needed = memlock_per_core(config) * cores as u64;
+    if limit != libc::RLIM_INFINITY && limit < needed {
+        return Err(ServerError::Kernel(format!(
+            "vane: locked-memory limit is {} KiB but {cores} cores need about {} KiB; \
+             raise it (ulimit -l {}, or LimitMEMLOCK= in the systemd unit) or start fewer cores (--cores N)",
+            limit / 1024,
+            needed / 1024,
+            needed / 1024
+        )));
+    }
+    Ok(())
+}
+
+fn explain_executor_error(error: &str) -> String {
+    let lower = error.to_lowercase();
+    if lower.contains("cannot allocate memory") || lower.contains("enomem") {
+        format!("vane: io_uring setup failed for lack of locked memory ({error}); raise the locked-memory limit (ulimit -l, LimitMEMLOCK=) or start fewer cores (--cores N)")
+    } else if lower.contains("function not implemented")
+        || lower.contains("operation not permitted")
+    {
+        format!("vane: io_uring is not available ({error}); Vane needs Linux 5.8+ with io_uring enabled (sysctl kernel.io_uring_disabled=0)")
+    } else {
+        format!("vane: cannot start an executor: {error}")
+    }
+}
