@@ -530,8 +530,8 @@ impl Connection {
                     out,
                 ));
             }
-            if let Err(event) = self.resolve_topic_alias(&mut publish, out) {
-                return Some(event);
+            if let Some(failure) = self.resolve_topic_alias(&mut publish, out) {
+                return Some(failure);
             }
         }
         if let Err(detail) = self.check_topic(&publish.topic) {
@@ -566,17 +566,13 @@ impl Connection {
         Some(Event::Publish { message, ack })
     }
 
-    fn resolve_topic_alias(
-        &mut self,
-        publish: &mut Publish,
-        out: &mut BytesMut,
-    ) -> Result<(), Event> {
-        let Some(alias) = publish.properties.topic_alias.take() else {
-            return Ok(());
-        };
+    /// Replaces an inbound Topic Alias by its topic. Returns the closing
+    /// event when the alias is invalid.
+    fn resolve_topic_alias(&mut self, publish: &mut Publish, out: &mut BytesMut) -> Option<Event> {
+        let alias = publish.properties.topic_alias.take()?;
         if alias.get() > self.limits.topic_alias_maximum {
             // [MQTT-3.3.2-9]: above the advertised Topic Alias Maximum.
-            return Err(self.fail(
+            return Some(self.fail(
                 DisconnectReasonCode::TopicAliasInvalid,
                 format!("topic alias {alias} above the maximum [MQTT-3.3.2-9]"),
                 out,
@@ -587,7 +583,7 @@ impl Connection {
             match self.topic_aliases.get(index).cloned().flatten() {
                 Some(topic) => publish.topic = topic,
                 None => {
-                    return Err(self.fail(
+                    return Some(self.fail(
                         DisconnectReasonCode::ProtocolError,
                         format!("topic alias {alias} used before it was set (5.0 §3.3.2.3.4)"),
                         out,
@@ -600,7 +596,7 @@ impl Connection {
             }
             self.topic_aliases[index] = Some(publish.topic.clone());
         }
-        Ok(())
+        None
     }
 
     /// Writes the acknowledgement owed for a routed PUBLISH. 5.0 reports

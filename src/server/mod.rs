@@ -239,6 +239,7 @@ async fn run_core(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     sweeper.cancel().await;
+    tracing::debug!(core = id, stats = ?core.stats.snapshot(), "core stopped");
     senders.close();
     for task in tasks {
         task.cancel().await;

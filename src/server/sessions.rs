@@ -87,14 +87,6 @@ impl Sessions {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.by_client.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_client.is_empty()
-    }
-
     pub fn online(&self) -> usize {
         self.online
     }
@@ -195,12 +187,5 @@ impl Sessions {
             .flatten()
             .filter_map(|slot| slot.link.clone())
             .collect()
-    }
-
-    /// Totals for the stats endpoint: (inflight, queued).
-    pub fn backlog(&self) -> (usize, usize) {
-        self.slots.iter().flatten().fold((0, 0), |(i, q), slot| {
-            (i + slot.state.inflight_len(), q + slot.state.queued_len())
-        })
     }
 }

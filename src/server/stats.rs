@@ -38,9 +38,3 @@ counters! {
         mailbox_batches,
     }
 }
-
-impl CoreStats {
-    pub fn add(counter: &Cell<u64>, n: u64) {
-        counter.set(counter.get() + n);
-    }
-}
