@@ -15,14 +15,17 @@
 //!
 //! Layout, chosen for the PUBLISH hot path and for memory at millions of
 //! subscriptions:
-//! - literal children live in a short vector (linear search, no hashing) up
-//!   to [`FEW_CHILDREN`] entries, then in an ahash map; labels up to 16 bytes
-//!   are stored inline;
-//! - the `+` child and the `#` leaf are dedicated fields, never looked up;
-//! - a node's plain subscribers are a `SmallVec` with one inline slot; a
-//!   `HashMap` index from key to position is built only above
-//!   [`INDEX_ABOVE`] subscribers, and shared groups live in a boxed side
-//!   record that most nodes never allocate;
+//! - literal children live in an exact-size boxed slice (linear search, no
+//!   hashing) up to `FEW_CHILDREN` (8) entries, then in an ahash map; labels
+//!   up to 16 bytes are stored inline;
+//! - the `+` child and the `#` leaf are dedicated fields (boxed together,
+//!   since most nodes have neither), never looked up by label;
+//! - a node's plain subscribers are a `SmallVec` with one inline slot that
+//!   grows exactly while short; a `HashMap` index from key to position is
+//!   built only above `INDEX_ABOVE` (16) subscribers, and shared groups live in
+//!   a boxed side record that most nodes never allocate. A node is 56 bytes
+//!   with 16 bytes of key and value; 1M subscriptions of the bench's shape
+//!   take about 130 MiB of heap per replica;
 //! - `match_topic` walks iteratively with a small inline stack (it
 //!   allocates only for topics with more than 16 levels that also meet `+`
 //!   branches at most of them), so no topic can overflow the thread stack;
@@ -83,7 +86,9 @@ impl Borrow<[u8]> for Label {
 
 /// The literal children of a node, keyed by level.
 pub(crate) enum Children<N> {
-    Few(Vec<(Label, N)>),
+    /// Exactly as long as needed (most nodes have one child); 16 bytes
+    /// where a `Vec` would take 24.
+    Few(Box<[(Label, N)]>),
     // Boxed on purpose: an inline map (with its hasher state) would make
     // every node, most of which have a handful of children, 40 bytes larger.
     #[allow(clippy::box_collection)]
@@ -92,7 +97,7 @@ pub(crate) enum Children<N> {
 
 impl<N> Default for Children<N> {
     fn default() -> Self {
-        Children::Few(Vec::new())
+        Children::Few(Box::default())
     }
 }
 
@@ -130,23 +135,32 @@ impl<N> Children<N> {
     }
 
     pub(crate) fn get_or_insert_with(&mut self, level: &[u8], make: impl FnOnce() -> N) -> &mut N {
-        if let Children::Few(v) = self {
-            if v.len() >= FEW_CHILDREN && !v.iter().any(|(l, _)| l.as_bytes() == level) {
-                let mut map = HashMap::with_capacity_and_hasher(v.len() * 2, RandomState::new());
-                map.extend(v.drain(..));
-                *self = Children::Many(Box::new(map));
+        let mut make = Some(make);
+        let mut make = move || (make.take().expect("called once"))();
+        if let Children::Few(few) = self {
+            if !few.iter().any(|(l, _)| l.as_bytes() == level) {
+                let mut v = mem::take(few).into_vec();
+                if v.len() >= FEW_CHILDREN {
+                    let mut map =
+                        HashMap::with_capacity_and_hasher(v.len() * 2, RandomState::new());
+                    map.extend(v);
+                    *self = Children::Many(Box::new(map));
+                } else {
+                    // Exact growth: most nodes have one child. The new
+                    // child goes first, where the lookup below finds it.
+                    v.reserve_exact(1);
+                    v.insert(0, (Label::new(level), make()));
+                    *few = v.into_boxed_slice();
+                }
             }
         }
         match self {
-            Children::Few(v) => {
-                let i = match v.iter().position(|(l, _)| l.as_bytes() == level) {
-                    Some(i) => i,
-                    None => {
-                        v.push((Label::new(level), make()));
-                        v.len() - 1
-                    }
-                };
-                &mut v[i].1
+            Children::Few(few) => {
+                let i = few
+                    .iter()
+                    .position(|(l, _)| l.as_bytes() == level)
+                    .expect("present");
+                &mut few[i].1
             }
             Children::Many(m) => m.entry(Label::new(level)).or_insert_with(make),
         }
@@ -155,20 +169,17 @@ impl<N> Children<N> {
     /// Removes a child, giving memory back as the set shrinks.
     pub(crate) fn remove(&mut self, level: &[u8]) -> Option<N> {
         match self {
-            Children::Few(v) => {
-                let i = v.iter().position(|(l, _)| l.as_bytes() == level)?;
+            Children::Few(few) => {
+                let i = few.iter().position(|(l, _)| l.as_bytes() == level)?;
+                let mut v = mem::take(few).into_vec();
                 let (_, node) = v.swap_remove(i);
-                if v.is_empty() {
-                    *v = Vec::new();
-                } else if v.capacity() > 2 * v.len() + 2 {
-                    v.shrink_to_fit();
-                }
+                *few = v.into_boxed_slice();
                 Some(node)
             }
             Children::Many(m) => {
                 let node = m.remove(level)?;
                 if m.len() <= MANY_TO_FEW {
-                    let few: Vec<(Label, N)> = m.drain().collect();
+                    let few: Box<[(Label, N)]> = m.drain().collect();
                     *self = Children::Few(few);
                 } else if m.capacity() > 4 * m.len() {
                     m.shrink_to_fit();
@@ -187,7 +198,7 @@ impl<N> Children<N> {
 
     pub(crate) fn into_each(self, f: &mut dyn FnMut(N)) {
         match self {
-            Children::Few(v) => v.into_iter().for_each(|(_, n)| f(n)),
+            Children::Few(v) => v.into_vec().into_iter().for_each(|(_, n)| f(n)),
             Children::Many(m) => m.into_iter().for_each(|(_, n)| f(n)),
         }
     }
@@ -384,6 +395,11 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
         if let Some(i) = self.position(key) {
             return Some(mem::replace(&mut self.plain[i].1, value));
         }
+        if self.plain.len() < INDEX_ABOVE {
+            // Short lists grow one slot at a time (most have one or two
+            // entries); long ones grow geometrically.
+            self.plain.reserve_exact(1);
+        }
         self.plain.push((key, value));
         let n = self.plain.len();
         match self.extra.as_mut().and_then(|e| e.index.as_mut()) {
@@ -487,35 +503,64 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
 
 struct Node<K, V> {
     children: Children<Node<K, V>>,
-    /// The `+` child.
-    plus: Option<Box<Node<K, V>>>,
-    /// Subscriptions whose filter ends in `#` right below this node.
-    hash: Option<Box<Subs<K, V>>>,
     /// Subscriptions whose filter ends at this node.
     subs: Subs<K, V>,
+    /// The wildcard branches, boxed together: most nodes have neither.
+    wild: Option<Box<Wild<K, V>>>,
+}
+
+struct Wild<K, V> {
+    /// The `+` child.
+    plus: Option<Node<K, V>>,
+    /// Subscriptions whose filter ends in `#` right below this node.
+    hash: Option<Subs<K, V>>,
 }
 
 impl<K: Copy + Eq + Hash, V> Node<K, V> {
     fn new() -> Self {
         Node {
             children: Children::default(),
-            plus: None,
-            hash: None,
             subs: Subs::new(),
+            wild: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.plus.is_none()
-            && self.hash.is_none()
-            && self.subs.is_empty()
+        self.children.is_empty() && self.wild.is_none() && self.subs.is_empty()
+    }
+
+    #[inline]
+    fn plus(&self) -> Option<&Self> {
+        self.wild.as_ref()?.plus.as_ref()
+    }
+
+    #[inline]
+    fn hash(&self) -> Option<&Subs<K, V>> {
+        self.wild.as_ref()?.hash.as_ref()
+    }
+
+    fn wild_mut(&mut self) -> &mut Wild<K, V> {
+        self.wild.get_or_insert_with(|| {
+            Box::new(Wild {
+                plus: None,
+                hash: None,
+            })
+        })
+    }
+
+    /// Drops the wildcard box once both branches are gone.
+    fn tidy_wild(&mut self) {
+        if let Some(wild) = &self.wild {
+            if wild.plus.is_none() && wild.hash.is_none() {
+                self.wild = None;
+            }
+        }
     }
 
     /// Follows one filter level (`+` or literal; never `#`).
     fn step(&self, level: &str) -> Option<&Self> {
         if level == "+" {
-            self.plus.as_deref()
+            self.plus()
         } else {
             self.children.get(level.as_bytes())
         }
@@ -523,19 +568,44 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
 
     fn step_mut(&mut self, level: &str) -> Option<&mut Self> {
         if level == "+" {
-            self.plus.as_deref_mut()
+            self.wild.as_mut()?.plus.as_mut()
         } else {
             self.children.get_mut(level.as_bytes())
+        }
+    }
+
+    /// Detaches the child reached by `level` (`+` or literal).
+    fn detach(&mut self, level: &str) -> Option<Self> {
+        if level == "+" {
+            let plus = self.wild.as_mut()?.plus.take();
+            self.tidy_wild();
+            plus
+        } else {
+            self.children.remove(level.as_bytes())
+        }
+    }
+}
+
+impl<K, V> Node<K, V> {
+    /// `new` without the key bounds, for `Drop`.
+    fn empty() -> Self {
+        Node {
+            children: Children::default(),
+            subs: Subs {
+                plain: SmallVec::new(),
+                extra: None,
+            },
+            wild: None,
         }
     }
 }
 
 impl<K, V> Dismantle for Node<K, V> {
     fn into_children(self, f: &mut dyn FnMut(Self)) {
-        let Node { children, plus, .. } = self;
+        let Node { children, wild, .. } = self;
         children.into_each(f);
-        if let Some(plus) = plus {
-            f(*plus);
+        if let Some(plus) = wild.and_then(|w| w.plus) {
+            f(plus);
         }
     }
 }
@@ -575,13 +645,8 @@ impl<K: Copy + Eq + Hash, V> Default for SubscriptionTrie<K, V> {
 
 impl<K, V> Drop for SubscriptionTrie<K, V> {
     fn drop(&mut self) {
-        let Node { children, plus, .. } = &mut self.root;
-        let children = mem::take(children);
-        let plus = plus.take();
-        children.into_each(&mut |child| dismantle(child));
-        if let Some(plus) = plus {
-            dismantle(*plus);
-        }
+        let root = mem::replace(&mut self.root, Node::empty());
+        dismantle(root);
     }
 }
 
@@ -616,7 +681,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
                     ends_in_hash = true;
                     break;
                 }
-                "+" => node = &mut **node.plus.get_or_insert_with(|| Box::new(Node::new())),
+                "+" => node = node.wild_mut().plus.get_or_insert_with(Node::new),
                 _ => {
                     node = node
                         .children
@@ -625,7 +690,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
             }
         }
         let subs = if ends_in_hash {
-            &mut **node.hash.get_or_insert_with(|| Box::new(Subs::new()))
+            node.wild_mut().hash.get_or_insert_with(Subs::new)
         } else {
             &mut node.subs
         };
@@ -646,10 +711,12 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
             node = node.step_mut(level)?;
         }
         let removed = if ends_in_hash {
-            let leaf = node.hash.as_mut()?;
+            let wild = node.wild.as_mut()?;
+            let leaf = wild.hash.as_mut()?;
             let removed = leaf.remove(group, key)?;
             if leaf.is_empty() {
-                node.hash = None;
+                wild.hash = None;
+                node.tidy_wild();
             }
             removed
         } else {
@@ -677,8 +744,8 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
                 None => return,
             };
             let only_the_chain = node.subs.is_empty()
-                && node.hash.is_none()
-                && node.children.len() + usize::from(node.plus.is_some()) == 1;
+                && node.hash().is_none()
+                && node.children.len() + usize::from(node.plus().is_some()) == 1;
             if j < depth && !only_the_chain {
                 cut = j + 1;
             }
@@ -695,12 +762,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
             };
         }
         let Some(edge) = levels.next() else { return };
-        let detached = if edge == "+" {
-            parent.plus.take().map(|b| *b)
-        } else {
-            parent.children.remove(edge.as_bytes())
-        };
-        if let Some(detached) = detached {
+        if let Some(detached) = parent.detach(edge) {
             dismantle(detached);
         }
     }
@@ -711,7 +773,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         let mut node = &self.root;
         for level in pattern.split('/') {
             if level == "#" {
-                return node.hash.as_ref()?.get(group, key);
+                return node.hash()?.get(group, key);
             }
             node = node.step(level)?;
         }
@@ -738,16 +800,16 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
             if pos == END {
                 node.subs.visit(&mut visit, &mut visit_shared);
                 // `#` also matches the parent level.
-                if let Some(leaf) = &node.hash {
+                if let Some(leaf) = node.hash() {
                     leaf.visit(&mut visit, &mut visit_shared);
                 }
             } else {
                 let (level, next) = next_level(bytes, pos);
-                if pos != 0 || !system {
-                    if let Some(leaf) = &node.hash {
+                if let (Some(wild), true) = (&node.wild, pos != 0 || !system) {
+                    if let Some(leaf) = &wild.hash {
                         leaf.visit(&mut visit, &mut visit_shared);
                     }
-                    if let Some(plus) = &node.plus {
+                    if let Some(plus) = &wild.plus {
                         pending.push((plus, next));
                     }
                 }
@@ -773,10 +835,10 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         let mut count = 0;
         let mut stack = vec![&self.root];
         while let Some(node) = stack.pop() {
-            if node.hash.is_some() {
+            if node.hash().is_some() {
                 count += 1;
             }
-            if let Some(plus) = &node.plus {
+            if let Some(plus) = node.plus() {
                 count += 1;
                 stack.push(plus);
             }
@@ -792,8 +854,8 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         let mut count = 0;
         let mut stack = vec![&self.root];
         while let Some(node) = stack.pop() {
-            count += node.subs.count() + node.hash.as_ref().map_or(0, |h| h.count());
-            if let Some(plus) = &node.plus {
+            count += node.subs.count() + node.hash().map_or(0, |h| h.count());
+            if let Some(plus) = node.plus() {
                 stack.push(plus);
             }
             node.children.for_each(|_, child| stack.push(child));
@@ -1149,6 +1211,15 @@ mod tests {
         assert_eq!(trie.node_count(), levels);
         trie.insert(&f(&format!("{plus}/x")), 4, ());
         drop(trie);
+    }
+
+    /// Memory guard: a node with 16 bytes of key and value stays at 56
+    /// bytes (1M subscriptions in about 130 MiB, see benches/RESULTS.md).
+    #[test]
+    fn nodes_stay_compact() {
+        assert_eq!(mem::size_of::<Label>(), 24);
+        assert_eq!(mem::size_of::<Children<Node<u64, u64>>>(), 16);
+        assert_eq!(mem::size_of::<Node<u64, u64>>(), 56);
     }
 
     /// The definition of matching the trie must agree with (§4.7).
