@@ -85,6 +85,8 @@ pub struct Ctx {
     pub stopping: Cell<bool>,
     /// Connections currently open on this core.
     pub open: Cell<u64>,
+    /// The read buffer all connections on this core share.
+    pub scratch: RefCell<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,8 +251,27 @@ async fn write_all(stream: &Shared, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-async fn read_some(stream: &Shared, buf: &mut [u8]) -> io::Result<usize> {
-    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
+/// Reads once into the core's scratch buffer and appends what came to
+/// `rx`. The scratch is borrowed only inside `poll`, so every connection on
+/// a core shares one buffer instead of holding 64 KiB each.
+async fn read_into(
+    stream: &Shared,
+    scratch: &RefCell<Vec<u8>>,
+    cap: usize,
+    rx: &mut BytesMut,
+) -> io::Result<usize> {
+    poll_fn(|cx| {
+        let mut buf = scratch.borrow_mut();
+        let cap = cap.min(buf.len());
+        match Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[..cap]) {
+            Poll::Ready(Ok(n)) => {
+                rx.extend_from_slice(&buf[..n]);
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    })
+    .await
 }
 
 /// How one client identifies itself.
@@ -289,8 +310,7 @@ pub async fn open(ctx: &Rc<Ctx>, hello: Hello) -> Result<Rc<Conn>, String> {
             .await
             .map_err(|e| net::reason(&e))?;
         let decoder = Decoder::new(plan.version, MAX_PACKET_SIZE_LIMIT);
-        let mut rx = BytesMut::with_capacity(4096);
-        let mut scratch = vec![0u8; 4096];
+        let mut rx = BytesMut::new();
         let connack: ConnAck = loop {
             match decoder.decode(&mut rx) {
                 Ok(Some(Packet::ConnAck(ack))) => break *ack,
@@ -300,13 +320,12 @@ pub async fn open(ctx: &Rc<Ctx>, hello: Hello) -> Result<Rc<Conn>, String> {
                 Ok(None) => {}
                 Err(e) => return Err(format!("bad CONNACK: {e}")),
             }
-            let n = read_some(&stream, &mut scratch)
+            let n = read_into(&stream, &ctx.scratch, usize::MAX, &mut rx)
                 .await
                 .map_err(|e| net::reason(&e))?;
             if n == 0 {
                 return Err("closed by broker before CONNACK".into());
             }
-            rx.extend_from_slice(&scratch[..n]);
         };
         if connack.code.is_error() {
             return Err(format!(
@@ -329,7 +348,7 @@ pub async fn open(ctx: &Rc<Ctx>, hello: Hello) -> Result<Rc<Conn>, String> {
         .unwrap_or(u16::MAX);
     let conn = Rc::new(Conn {
         version: plan.version,
-        out: RefCell::new(BytesMut::with_capacity(4096)),
+        out: RefCell::new(BytesMut::new()),
         writer: Event::default(),
         progress: Event::default(),
         suback: Event::default(),
@@ -352,14 +371,14 @@ pub async fn open(ctx: &Rc<Ctx>, hello: Hello) -> Result<Rc<Conn>, String> {
 /// Flushes the outbox; sends PINGREQ when idle and notices a silent broker.
 async fn writer(ctx: Rc<Ctx>, conn: Rc<Conn>, stream: Shared) {
     let keepalive = Duration::from_secs(ctx.plan.keepalive as u64);
-    let mut spare = BytesMut::with_capacity(4096);
+    let mut spare = BytesMut::new();
     loop {
         if conn.is_closed() {
             break;
         }
         if conn.out.borrow().is_empty() {
             if conn.state.get() == State::Closing {
-                let _ = stream.borrow().shutdown(std::net::Shutdown::Write).await;
+                shutdown_write(&stream.borrow());
                 conn.state.set(State::Closed);
                 break;
             }
@@ -393,10 +412,19 @@ async fn writer(ctx: Rc<Ctx>, conn: Rc<Conn>, stream: Shared) {
     }
 }
 
+/// Half-closes the socket after our DISCONNECT (synchronous, so no borrow
+/// is held across an await).
+fn shutdown_write(stream: &TcpStream) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: shutdown(2) on a socket fd the stream owns and keeps open.
+    unsafe {
+        libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
 /// Decodes and handles everything the broker sends.
 async fn reader(ctx: Rc<Ctx>, conn: Rc<Conn>, stream: Shared, mut rx: BytesMut) {
     let decoder = Decoder::new(conn.version, MAX_PACKET_SIZE_LIMIT);
-    let mut scratch = vec![0u8; 64 * 1024];
     let mut next_read_ns = now_ns();
     loop {
         loop {
@@ -433,14 +461,14 @@ async fn reader(ctx: Rc<Ctx>, conn: Rc<Conn>, stream: Shared, mut rx: BytesMut) 
         let cap = if conn.sub.as_ref().is_some_and(|s| s.read_rate.is_some()) {
             1024 // a slow consumer reads in small bites
         } else {
-            scratch.len()
+            usize::MAX
         };
-        match read_some(&stream, &mut scratch[..cap]).await {
+        match read_into(&stream, &ctx.scratch, cap, &mut rx).await {
             Ok(0) => {
                 conn.close(&ctx, "connection closed by broker");
                 return;
             }
-            Ok(n) => rx.extend_from_slice(&scratch[..n]),
+            Ok(_) => {}
             Err(e) => {
                 conn.close(&ctx, net::reason(&e));
                 return;

@@ -121,7 +121,7 @@ pub fn run_plan(plan: Plan) -> Result<(Report, hdrhistogram::Histogram<u64>), Ru
         + (plan.warmup + plan.duration + plan.drain * 2).as_secs_f64()
         + 5.0;
     let deadline = began + Duration::from_secs_f64(budget);
-    let copies = uniform_copies(&plan);
+    let copies = plan.copies().uniform();
     let sync = Arc::new(Sync::new(plan.cores, deadline, copies));
     let cpus = allowed_cpus();
 
@@ -162,6 +162,7 @@ pub fn run_plan(plan: Plan) -> Result<(Report, hdrhistogram::Histogram<u64>), Ru
                         retained_expected: Cell::new(0),
                         stopping: Cell::new(false),
                         open: Cell::new(0),
+                        scratch: RefCell::new(vec![0; 64 * 1024]),
                     });
                     worker::core_main(ctx, sync).await
                 });
@@ -241,18 +242,6 @@ pub fn run_plan(plan: Plan) -> Result<(Report, hdrhistogram::Histogram<u64>), Ru
     };
     let latency = merged.e2e.clone();
     Ok((Report::build(&plan, &merged, outline), latency))
-}
-
-/// Deliveries per message when every publisher has the same number.
-fn uniform_copies(plan: &Plan) -> Option<u64> {
-    let g = plan.groups.iter().find(|g| g.role == Role::Publisher)?;
-    let first = plan.copies_for(g, 0)?;
-    // Checking every publisher is quadratic; a sample is enough to decide.
-    let step = (g.count / 64).max(1);
-    (0..g.count)
-        .step_by(step)
-        .all(|i| plan.copies_for(g, i) == Some(first))
-        .then_some(first)
 }
 
 fn explain_executor_error(e: &str, plan: &Plan) -> String {

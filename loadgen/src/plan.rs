@@ -294,27 +294,15 @@ impl Plan {
         self.groups.iter().any(|g| g.role == Role::Publisher)
     }
 
-    /// How many measured subscriptions receive each message of publisher
-    /// `i` (share groups count once), or `None` if the topic varies per
-    /// message or no subscribers run here.
-    pub fn copies_for(&self, pub_group: &Group, i: usize) -> Option<u64> {
-        if pub_group.topic.per_message() {
-            return None;
-        }
-        let vars = Vars {
-            index: self.id_offset + i as u64,
-            core: self.core_of(self.group_index(pub_group), i),
-            ..Vars::default()
-        };
-        let topic = pub_group.topic.render(&vars);
-        let mut copies = 0;
-        let mut share_groups = std::collections::HashSet::new();
-        let mut any = false;
+    /// Which measured subscriptions exist, for counting expected deliveries.
+    pub fn copies(&self) -> Copies {
+        let mut c = Copies::default();
+        let mut shares = std::collections::HashSet::new();
         for (gi, g) in self.groups.iter().enumerate() {
             if g.role != Role::Subscriber || !g.measured {
                 continue;
             }
-            any = true;
+            c.any_subscribers = true;
             for j in 0..g.count {
                 let vars = Vars {
                     index: self.id_offset + j as u64,
@@ -323,26 +311,73 @@ impl Plan {
                 };
                 let filter = g.topic.render(&vars);
                 let (share, pattern) = split_share(&filter);
-                if topic_matches(pattern, &topic) {
-                    match share {
-                        Some(name) => {
-                            if share_groups.insert((name.to_string(), pattern.to_string())) {
-                                copies += 1;
-                            }
-                        }
-                        None => copies += 1,
+                if let Some(name) = share {
+                    // A share group receives each message once.
+                    if !shares.insert((name.to_string(), pattern.to_string())) {
+                        continue;
                     }
+                }
+                let has_wildcard = pattern.split('/').any(|l| l == "+" || l == "#");
+                if has_wildcard {
+                    *c.wild.entry(pattern.to_string()).or_default() += 1;
+                } else {
+                    *c.exact.entry(pattern.to_string()).or_default() += 1;
                 }
             }
         }
-        any.then_some(copies)
+        for (gi, g) in self.groups.iter().enumerate() {
+            if g.role != Role::Publisher {
+                continue;
+            }
+            for i in 0..g.count {
+                let n = if g.topic.per_message() || !c.any_subscribers {
+                    None
+                } else {
+                    let vars = Vars {
+                        index: self.id_offset + i as u64,
+                        core: self.core_of(gi, i),
+                        ..Vars::default()
+                    };
+                    Some(c.count(&g.topic.render(&vars)))
+                };
+                c.per_publisher.insert(self.id_offset + i as u64, n);
+            }
+        }
+        c
+    }
+}
+
+/// Expected deliveries per message, by publisher.
+#[derive(Debug, Default)]
+pub struct Copies {
+    any_subscribers: bool,
+    exact: std::collections::HashMap<String, u64>,
+    wild: std::collections::HashMap<String, u64>,
+    /// Publisher id -> deliveries per message (`None`: unknown).
+    pub per_publisher: std::collections::HashMap<u64, Option<u64>>,
+}
+
+impl Copies {
+    fn count(&self, topic: &str) -> u64 {
+        self.exact.get(topic).copied().unwrap_or(0)
+            + self
+                .wild
+                .iter()
+                .filter(|(f, _)| topic_matches(f, topic))
+                .map(|(_, n)| n)
+                .sum::<u64>()
     }
 
-    fn group_index(&self, g: &Group) -> usize {
-        self.groups
-            .iter()
-            .position(|x| std::ptr::eq(x, g))
-            .unwrap_or(0)
+    /// Deliveries per message of publisher `id`, if known.
+    pub fn of(&self, id: u64) -> Option<u64> {
+        self.per_publisher.get(&id).copied().flatten()
+    }
+
+    /// The number when every publisher has the same one.
+    pub fn uniform(&self) -> Option<u64> {
+        let mut it = self.per_publisher.values();
+        let first = (*it.next()?)?;
+        it.all(|v| *v == Some(first)).then_some(first)
     }
 }
 
@@ -406,20 +441,30 @@ mod tests {
 
     #[test]
     fn scenario_copies() {
-        let p = plan(&["fan-out", "--subscribers", "7"]);
-        let pubs = p.groups.iter().find(|g| g.role == Role::Publisher).unwrap();
-        assert_eq!(p.copies_for(pubs, 0), Some(7));
-        let p = plan(&["pairs", "--publishers", "5"]);
-        let pubs = p.groups.iter().find(|g| g.role == Role::Publisher).unwrap();
+        let c = plan(&["fan-out", "--subscribers", "7"]).copies();
+        assert_eq!(c.of(0), Some(7));
+        assert_eq!(c.uniform(), Some(7));
+        let c = plan(&["pairs", "--publishers", "5"]).copies();
         for i in 0..5 {
-            assert_eq!(p.copies_for(pubs, i), Some(1));
+            assert_eq!(c.of(i), Some(1));
         }
-        let p = plan(&["shared"]);
-        let pubs = p.groups.iter().find(|g| g.role == Role::Publisher).unwrap();
-        assert_eq!(p.copies_for(pubs, 3), Some(1));
-        let p = plan(&["slow-consumer", "--subscribers", "3"]);
-        let pubs = p.groups.iter().find(|g| g.role == Role::Publisher).unwrap();
-        assert_eq!(p.copies_for(pubs, 0), Some(3));
+        assert_eq!(c.of(5), None);
+        let c = plan(&["shared"]).copies();
+        assert_eq!(c.of(3), Some(1));
+        let c = plan(&["slow-consumer", "--subscribers", "3"]).copies();
+        assert_eq!(c.of(0), Some(3));
+        let c = plan(&["pub"]).copies();
+        assert_eq!(c.uniform(), None);
+        let c = plan(&["pairs", "--publishers", "3", "--id-offset", "100"]).copies();
+        assert_eq!(c.of(101), Some(1));
+    }
+
+    #[test]
+    fn copies_scale_to_many_pairs() {
+        let started = std::time::Instant::now();
+        let c = plan(&["pairs", "--publishers", "50000"]).copies();
+        assert_eq!(c.uniform(), Some(1));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]

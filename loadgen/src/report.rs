@@ -178,14 +178,10 @@ impl Report {
         // Per-publisher loss against what a correct broker delivers.
         let mut per_publisher: Vec<PublisherStats> = s.publishers.values().cloned().collect();
         per_publisher.sort_by_key(|p| p.publisher);
+        let table = plan.copies();
         let mut expected_total: Option<u64> = Some(0);
         for p in &mut per_publisher {
-            let copies = pub_group.and_then(|g| {
-                let local = (p.publisher as u64).checked_sub(plan.id_offset)? as usize;
-                (local < g.count && p.sent > 0)
-                    .then(|| plan.copies_for(g, local))
-                    .flatten()
-            });
+            let copies = (p.sent > 0).then(|| table.of(p.publisher as u64)).flatten();
             match copies {
                 Some(c) => {
                     let expected = c * confirmed(p);
@@ -456,7 +452,7 @@ impl Report {
                 p.behind_schedule
             );
         }
-        if d.subscribers > 0 {
+        if d.subscribers > 0 && self.retained.is_none() {
             let expected = d
                 .expected
                 .map_or_else(|| "unknown".to_string(), |e| e.to_string());
@@ -577,10 +573,12 @@ mod tests {
     #[test]
     fn loss_is_counted_against_copies() {
         let p = plan(&["fan-out", "--subscribers", "2", "--qos", "1"]);
-        let mut s = CoreStats::default();
-        s.sent = 10;
-        s.acked = 10;
-        s.received = 19;
+        let mut s = CoreStats {
+            sent: 10,
+            acked: 10,
+            received: 19,
+            ..CoreStats::default()
+        };
         let ps = s.publisher(0);
         ps.sent = 10;
         ps.acked = 10;
@@ -596,9 +594,11 @@ mod tests {
     #[test]
     fn clean_run_passes_and_serializes() {
         let p = plan(&["pairs", "--publishers", "1"]);
-        let mut s = CoreStats::default();
-        s.attempted = 2;
-        s.connected = 2;
+        let mut s = CoreStats {
+            attempted: 2,
+            connected: 2,
+            ..CoreStats::default()
+        };
         let ps = s.publisher(0);
         ps.sent = 5;
         ps.unique = 5;

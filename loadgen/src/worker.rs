@@ -175,11 +175,8 @@ pub async fn core_main(ctx: Rc<Ctx>, sync: Arc<Sync>) -> CoreStats {
         expected > 0 && ctx.stats.borrow().retained_received >= expected * subs_here
     };
     if tasks.is_empty() {
-        while Instant::now() < end_at
-            && !(had_open && ctx.open.get() == 0)
-            && !retained_done()
-            && !sync.over()
-        {
+        let all_gone = || had_open && ctx.open.get() == 0;
+        while !(Instant::now() >= end_at || all_gone() || retained_done() || sync.over()) {
             sleep(Duration::from_millis(10).min(end_at.saturating_duration_since(Instant::now())))
                 .await;
         }
@@ -213,16 +210,17 @@ pub async fn core_main(ctx: Rc<Ctx>, sync: Arc<Sync>) -> CoreStats {
     while clients.iter().any(|c| !c.conn.is_closed()) && Instant::now() < flush_end {
         sleep(Duration::from_millis(5)).await;
     }
-    let mut stats = ctx.stats.borrow_mut();
-    for c in &clients {
-        if let Some(sub) = &c.conn.sub {
-            if sub.measured {
-                stats.absorb_streams(&sub.streams.borrow());
+    {
+        let mut stats = ctx.stats.borrow_mut();
+        for c in &clients {
+            if let Some(sub) = &c.conn.sub {
+                if sub.measured {
+                    stats.absorb_streams(&sub.streams.borrow());
+                }
             }
+            stats.unacked += c.conn.inflight_len() as u64;
         }
-        stats.unacked += c.conn.inflight_len() as u64;
     }
-    drop(stats);
     ticker.cancel().await;
     ctx.live.push_interval(&ctx.interval.borrow());
     ctx.stats.replace(CoreStats::default())
@@ -455,7 +453,7 @@ async fn publish_loop(ctx: Rc<Ctx>, conn: Rc<Conn>, gi: usize, i: usize, start: 
             }
         }
         Live::add(&ctx.live.sent, 1);
-        if seq % 64 == 0 {
+        if seq.is_multiple_of(64) {
             glommio::yield_if_needed().await;
         }
     }
