@@ -280,9 +280,32 @@ macro_rules! property_set {
 
         impl $name {
             /// Reads the property length and the properties that follow it.
+            #[inline]
+            #[allow(dead_code)] // PUBLISH decodes its set in place
             pub(crate) fn decode(r: &mut Reader, packet: PacketType) -> Result<Self, DecodeError> {
-                let mut block = property_block(r)?;
                 let mut out = Self::default();
+                out.decode_into(r, packet)?;
+                Ok(out)
+            }
+
+            /// [`Self::decode`] into `self`, which must be empty: the caller
+            /// builds its packet in place instead of moving a set around.
+            #[inline]
+            pub(crate) fn decode_into(
+                &mut self,
+                r: &mut Reader,
+                packet: PacketType,
+            ) -> Result<(), DecodeError> {
+                // Most packets carry none: a zero property length.
+                if r.skip_zero_byte() {
+                    return Ok(());
+                }
+                self.decode_block(r, packet)
+            }
+
+            fn decode_block(&mut self, r: &mut Reader, packet: PacketType) -> Result<(), DecodeError> {
+                let mut block = property_block(r)?;
+                let out = self;
                 #[allow(unused_mut, unused_variables)]
                 let mut seen = 0u64;
                 while !block.is_empty() {
@@ -305,10 +328,11 @@ macro_rules! property_set {
                         }
                     }
                 }
-                Ok(out)
+                Ok(())
             }
 
             /// Length of the properties, without the property length field.
+            #[inline]
             pub fn body_len(&self) -> usize {
                 #[allow(unused_mut)]
                 let mut len = user_properties_len(&self.user_properties);
@@ -321,15 +345,25 @@ macro_rules! property_set {
             }
 
             /// Length including the property length field.
+            #[inline]
             pub fn encoded_len(&self) -> usize {
                 let body = self.body_len();
                 varint_len(body) + body
             }
 
             /// Writes the property length and the properties.
+            #[inline]
             pub(crate) fn encode(&self, buf: &mut BytesMut) {
-                put_varint(buf, self.body_len());
-                self.encode_body(buf);
+                self.encode_with_len(self.body_len(), buf);
+            }
+
+            /// [`Self::encode`] with `body_len` already computed by the caller.
+            #[inline]
+            pub(crate) fn encode_with_len(&self, body_len: usize, buf: &mut BytesMut) {
+                put_varint(buf, body_len);
+                if body_len > 0 {
+                    self.encode_body(buf);
+                }
             }
 
             /// Writes the properties without the length field.

@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
 use super::properties::{id, PublishProperties};
-use super::types::{PacketId, ProtocolVersion, QoS, QosPid, SubscriptionId, TopicName};
+use super::types::{MqttStr, PacketId, ProtocolVersion, QoS, QosPid, SubscriptionId, TopicName};
 use super::wire::{prefixed_len, put_str, put_varint, varint_len, Reader, VARINT_MAX};
 use super::PacketType;
 
@@ -68,7 +68,19 @@ impl Publish {
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupWithQoS0);
         }
-        let topic = r.string("topic name")?;
+        // Ok: already a valid name; Err: a valid string still to be
+        // checked as a name, after the properties as before.
+        let topic = match TopicName::from_plain_ascii(r.binary("topic name")?) {
+            Ok(name) => Ok(name),
+            Err(raw) => {
+                Err(
+                    MqttStr::from_bytes(raw).map_err(|error| DecodeError::InvalidString {
+                        field: "topic name",
+                        error,
+                    })?,
+                )
+            }
+        };
         let qos_pid = match qos {
             QoS::AtMostOnce => QosPid::AtMostOnce,
             QoS::AtLeastOnce | QoS::ExactlyOnce => {
@@ -80,20 +92,24 @@ impl Publish {
                 QosPid::new(qos, Some(pid)).expect("QoS above 0 with an id")
             }
         };
-        let properties = if version.is_v5() {
-            PublishProperties::decode(r, PacketType::Publish)?
-        } else {
-            PublishProperties::default()
-        };
-        let topic = if topic.is_empty() && version.is_v5() {
-            // §3.3.2.3.4: a zero-length name is how a sender uses an alias.
-            if properties.topic_alias.is_none() {
-                return Err(DecodeError::EmptyTopicWithoutAlias);
+        let mut properties = PublishProperties::default();
+        if version.is_v5() {
+            properties.decode_into(r, PacketType::Publish)?;
+        }
+        let topic = match topic {
+            Ok(name) => name,
+            Err(topic) if topic.is_empty() && version.is_v5() => {
+                // §3.3.2.3.4: a zero-length name is how a sender uses an alias.
+                if properties.topic_alias.is_none() {
+                    return Err(DecodeError::EmptyTopicWithoutAlias);
+                }
+                TopicName::empty_for_alias()
             }
-            TopicName::empty_for_alias()
-        } else {
-            let field = "topic name";
-            TopicName::new(topic).map_err(|error| DecodeError::InvalidTopicName { field, error })?
+            Err(topic) => {
+                let field = "topic name";
+                TopicName::new(topic)
+                    .map_err(|error| DecodeError::InvalidTopicName { field, error })?
+            }
         };
         Ok(Publish {
             dup,

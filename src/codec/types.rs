@@ -127,6 +127,98 @@ pub enum StrError {
     TooLong,
 }
 
+/// Word-at-a-time scans for the common case of short ASCII strings.
+mod scan {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+
+    /// Non-zero iff some byte of `word` is zero (exact as a boolean).
+    #[inline(always)]
+    fn zero_byte(word: u64) -> u64 {
+        word.wrapping_sub(LO) & !word & HI
+    }
+
+    /// Non-zero iff some byte of `word` equals `byte`.
+    #[inline(always)]
+    fn byte_eq(word: u64, byte: u8) -> u64 {
+        zero_byte(word ^ (LO * u64::from(byte)))
+    }
+
+    #[inline(always)]
+    fn plain_word(word: u64, wildcards: bool) -> bool {
+        let mut bad = (word & HI) | zero_byte(word);
+        if wildcards {
+            bad |= byte_eq(word, b'+') | byte_eq(word, b'#');
+        }
+        bad == 0
+    }
+
+    /// True when every byte is ASCII and not NUL (and, with `wildcards`,
+    /// neither `+` nor `#`). `false` only means "look closer": the caller
+    /// then runs the exact checks.
+    #[inline]
+    pub(super) fn plain_ascii(bytes: &[u8], wildcards: bool) -> bool {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            if !plain_word(word, wildcards) {
+                return false;
+            }
+        }
+        let tail = chunks.remainder();
+        if tail.is_empty() {
+            return true;
+        }
+        if bytes.len() >= 8 {
+            // The last eight bytes, overlapping bytes already checked.
+            let last = &bytes[bytes.len() - 8..];
+            return plain_word(
+                u64::from_le_bytes(last.try_into().expect("8 bytes")),
+                wildcards,
+            );
+        }
+        tail.iter()
+            .all(|&b| b != 0 && b < 0x80 && !(wildcards && (b == b'+' || b == b'#')))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::plain_ascii;
+
+        fn naive(bytes: &[u8], wildcards: bool) -> bool {
+            bytes
+                .iter()
+                .all(|&b| b != 0 && b < 0x80 && !(wildcards && (b == b'+' || b == b'#')))
+        }
+
+        /// Agrees with a byte-by-byte check for every length up to three
+        /// words, every position and every byte class.
+        #[test]
+        fn word_scan_matches_the_byte_scan() {
+            let probes = [
+                0u8, 1, b'"', b'#', b'$', b'*', b'+', b',', b'a', 0x7f, 0x80, 0xc3, 0xff,
+            ];
+            for len in 0..=24 {
+                for pos in 0..len {
+                    for &probe in &probes {
+                        for &fill in &[b'a', b'/', 0x7f] {
+                            let mut bytes = vec![fill; len];
+                            bytes[pos] = probe;
+                            for wildcards in [false, true] {
+                                assert_eq!(
+                                    plain_ascii(&bytes, wildcards),
+                                    naive(&bytes, wildcards),
+                                    "{bytes:?} wildcards={wildcards}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A UTF-8 Encoded String as MQTT defines it: well-formed UTF-8 without
 /// surrogates or U+0000, at most 65,535 bytes. It shares the bytes of the
 /// frame it was decoded from; a BOM is kept, never stripped ([MQTT-1.5.4-3]
@@ -141,12 +233,16 @@ impl MqttStr {
         if bytes.len() > u16::MAX as usize {
             return Err(StrError::TooLong);
         }
-        // std's validator rejects surrogates, overlong forms and
-        // out-of-range code points, which is what [MQTT-1.5.4-1] (5.0) /
-        // [MQTT-1.5.3-1] (3.1.1) ask.
-        let text = std::str::from_utf8(&bytes).map_err(|_| StrError::InvalidUtf8)?;
-        if text.as_bytes().contains(&0) {
-            return Err(StrError::NullCharacter);
+        // Plain ASCII without NUL is valid UTF-8 and passes [MQTT-1.5.4-2];
+        // anything else gets the exact checks, which also name the error.
+        if !scan::plain_ascii(&bytes, false) {
+            // std's validator rejects surrogates, overlong forms and
+            // out-of-range code points, which is what [MQTT-1.5.4-1] (5.0) /
+            // [MQTT-1.5.3-1] (3.1.1) ask.
+            let text = std::str::from_utf8(&bytes).map_err(|_| StrError::InvalidUtf8)?;
+            if text.as_bytes().contains(&0) {
+                return Err(StrError::NullCharacter);
+            }
         }
         Ok(MqttStr(bytes))
     }
@@ -254,10 +350,24 @@ impl TopicName {
         if name.is_empty() {
             return Err(TopicError::Empty);
         }
-        if name.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+        let bytes = name.as_bytes();
+        if !scan::plain_ascii(bytes, true) && bytes.iter().any(|&b| b == b'+' || b == b'#') {
             return Err(TopicError::WildcardInName);
         }
         Ok(TopicName(name))
+    }
+
+    /// A decoder's fast path: a non-empty name of plain ASCII without NUL,
+    /// `+` or `#`, which every check of [`MqttStr::from_bytes`] and
+    /// [`TopicName::new`] accepts, becomes a name after one scan. Anything
+    /// else comes back untouched for the full checks.
+    #[inline]
+    pub(crate) fn from_plain_ascii(bytes: Bytes) -> Result<Self, Bytes> {
+        if !bytes.is_empty() && scan::plain_ascii(&bytes, true) {
+            Ok(TopicName(MqttStr(bytes)))
+        } else {
+            Err(bytes)
+        }
     }
 
     /// The placeholder for "use the topic alias" in a 5.0 PUBLISH.

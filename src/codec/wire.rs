@@ -114,6 +114,19 @@ impl Reader {
         }
     }
 
+    /// Consumes the next byte if it is zero and says whether it did: the
+    /// one-byte encoding of a zero Variable Byte Integer, such as an empty
+    /// property length.
+    #[inline]
+    pub fn skip_zero_byte(&mut self) -> bool {
+        if self.buf.first() == Some(&0) {
+            self.buf.advance(1);
+            true
+        } else {
+            false
+        }
+    }
+
     #[inline]
     pub fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         self.need(1, field)?;
