@@ -458,6 +458,7 @@ impl Connection {
                 .properties
                 .maximum_packet_size
                 .map_or(u32::MAX, NonZeroU32::get),
+            topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
         };
         session.attach(peer, now, out);
     }
@@ -726,4 +727,420 @@ fn connect_level(input: &[u8]) -> Option<u8> {
     }
     let name_len = usize::from(u16::from_be_bytes([*input.get(i + 1)?, *input.get(i + 2)?]));
     input.get(i + 3 + name_len).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::session::SessionLimits;
+    use crate::codec::{
+        ClientId, ConnectProperties, PublishProperties, QosPid, TopicName, WillProperties,
+    };
+    use bytes::Bytes;
+
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+    const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
+
+    fn bytes_of(packet: &Packet, version: ProtocolVersion) -> BytesMut {
+        let mut buf = BytesMut::new();
+        packet.encode(version, &mut buf).unwrap();
+        buf
+    }
+
+    fn connect_packet(version: ProtocolVersion, id: &str, keep_alive: u16) -> Connect {
+        Connect::new(version, ClientId::try_from(id).unwrap(), keep_alive)
+    }
+
+    fn decode_out(out: &mut BytesMut, version: ProtocolVersion) -> Vec<Packet> {
+        let decoder = Decoder::new(version, u32::MAX);
+        let mut packets = Vec::new();
+        while let Some(p) = decoder.decode(out).unwrap() {
+            packets.push(p);
+        }
+        packets
+    }
+
+    /// Drives a connection through CONNECT and accept; returns it with its
+    /// session and the CONNACK it wrote.
+    fn connected(connect: Connect, now: Instant) -> (Connection, SessionState, Vec<Packet>) {
+        let version = connect.protocol;
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut out = BytesMut::new();
+        let mut input = bytes_of(&Packet::Connect(Box::new(connect)), version);
+        let Received::Event(Event::Connect(request)) =
+            conn.receive(&mut input, None, now, &mut out)
+        else {
+            panic!("CONNECT did not produce a Connect event");
+        };
+        let mut session = SessionState::new(SessionLimits::default());
+        let key = SessionKey {
+            core: 0,
+            slot: 0,
+            generation: 0,
+        };
+        conn.accept(*request, &mut session, false, key, now, &mut out);
+        let acks = decode_out(&mut out, version);
+        (conn, session, acks)
+    }
+
+    fn send(
+        conn: &mut Connection,
+        session: &mut SessionState,
+        packet: Packet,
+        now: Instant,
+    ) -> (Received, Vec<Packet>) {
+        let version = conn.version();
+        let mut input = bytes_of(&packet, version);
+        let mut out = BytesMut::new();
+        let received = conn.receive(&mut input, Some(session), now, &mut out);
+        (received, decode_out(&mut out, version))
+    }
+
+    fn closed_with(received: Received) -> Close {
+        match received {
+            Received::Event(Event::Close(close)) => close,
+            other => panic!("expected Close, got {other:?}"),
+        }
+    }
+
+    /// [MQTT-3.1.2-24]: the deadline is 1.5 × keepalive after the last
+    /// packet, and any packet moves it.
+    #[test]
+    fn keepalive_deadline_is_one_and_a_half_periods_after_the_last_packet() {
+        let t0 = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V4, "k", 10), t0);
+        assert_eq!(
+            conn.keepalive_deadline(),
+            Some(t0 + Duration::from_secs(15))
+        );
+        let t1 = t0 + Duration::from_secs(12);
+        let (_, answers) = send(&mut conn, &mut session, Packet::PingReq, t1);
+        assert_eq!(answers, [Packet::PingResp]);
+        assert_eq!(
+            conn.keepalive_deadline(),
+            Some(t1 + Duration::from_secs(15))
+        );
+        let (conn, _, _) = connected(connect_packet(V4, "z", 0), t0);
+        assert_eq!(
+            conn.keepalive_deadline(),
+            None,
+            "keepalive 0 disables the timer"
+        );
+    }
+
+    /// [MQTT-3.2.2-21]: with a server maximum, 5.0 clients are told the
+    /// Server Keep Alive and it is what the broker enforces.
+    #[test]
+    fn server_keep_alive_caps_the_client_value() {
+        let now = Instant::now();
+        let limits = ConnectionLimits {
+            max_keepalive: 30,
+            ..ConnectionLimits::default()
+        };
+        let mut conn = Connection::new(limits, now);
+        let mut out = BytesMut::new();
+        let mut input = bytes_of(&Packet::Connect(Box::new(connect_packet(V5, "c", 0))), V5);
+        let Received::Event(Event::Connect(request)) =
+            conn.receive(&mut input, None, now, &mut out)
+        else {
+            panic!()
+        };
+        assert_eq!(request.keep_alive, 30);
+        let mut session = SessionState::new(SessionLimits::default());
+        conn.accept(
+            *request,
+            &mut session,
+            false,
+            SessionKey {
+                core: 0,
+                slot: 0,
+                generation: 0,
+            },
+            now,
+            &mut out,
+        );
+        let Packet::ConnAck(ack) = &decode_out(&mut out, V5)[0] else {
+            panic!()
+        };
+        assert_eq!(ack.properties.server_keep_alive, Some(30));
+        assert_eq!(
+            conn.keepalive_deadline(),
+            Some(now + Duration::from_secs(45))
+        );
+    }
+
+    /// [MQTT-3.1.0-1]: anything before CONNECT closes the connection.
+    #[test]
+    fn first_packet_must_be_connect() {
+        let now = Instant::now();
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut input = bytes_of(&Packet::PingReq, V4);
+        let close = closed_with(conn.receive(&mut input, None, now, &mut BytesMut::new()));
+        assert_eq!(close.reason, DisconnectReasonCode::ProtocolError);
+        assert!(!close.publish_will);
+    }
+
+    /// [MQTT-3.1.0-2]: a second CONNECT is a protocol error; 5.0 gets
+    /// DISCONNECT 0x82 and the will is published.
+    #[test]
+    fn second_connect_is_a_protocol_error() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "c", 0), now);
+        let (received, answers) = send(
+            &mut conn,
+            &mut session,
+            Packet::Connect(Box::new(connect_packet(V5, "c", 0))),
+            now,
+        );
+        let close = closed_with(received);
+        assert_eq!(close.reason, DisconnectReasonCode::ProtocolError);
+        assert!(close.publish_will);
+        assert_eq!(
+            answers,
+            [Packet::Disconnect(Disconnect::new(
+                DisconnectReasonCode::ProtocolError
+            ))]
+        );
+    }
+
+    /// [MQTT-3.1.2-2]: an unsupported level gets CONNACK 0x01 in 3.1.1 form.
+    #[test]
+    fn unsupported_level_gets_return_code_1() {
+        let now = Instant::now();
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut input =
+            BytesMut::from(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 9, 2, 0, 0, 0, 0][..]);
+        let mut out = BytesMut::new();
+        closed_with(conn.receive(&mut input, None, now, &mut out));
+        assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x01]);
+    }
+
+    /// [MQTT-3.1.3-8]: 3.1.1 with an empty client id and CleanSession=0 is
+    /// refused with 0x02; 5.0 gets an assigned id (5.0 §3.1.3.1).
+    #[test]
+    fn empty_client_id_rules() {
+        let now = Instant::now();
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut persistent = connect_packet(V4, "", 0);
+        persistent.clean_start = false;
+        let mut input = bytes_of(&Packet::Connect(Box::new(persistent)), V4);
+        let mut out = BytesMut::new();
+        closed_with(conn.receive(&mut input, None, now, &mut out));
+        assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x02]);
+
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut input = bytes_of(&Packet::Connect(Box::new(connect_packet(V5, "", 0))), V5);
+        let Received::Event(Event::Connect(request)) =
+            conn.receive(&mut input, None, now, &mut out)
+        else {
+            panic!()
+        };
+        assert!(request.assigned_client_id);
+    }
+
+    /// 5.0 §4.12: until enhanced authentication exists, an authentication
+    /// method is refused with 0x8C.
+    #[test]
+    fn authentication_method_is_refused_with_0x8c() {
+        let now = Instant::now();
+        let mut connect = connect_packet(V5, "a", 0);
+        connect.properties = ConnectProperties {
+            authentication_method: Some(MqttStr::try_from("SCRAM-SHA-1").unwrap()),
+            ..ConnectProperties::default()
+        };
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut input = bytes_of(&Packet::Connect(Box::new(connect)), V5);
+        let mut out = BytesMut::new();
+        closed_with(conn.receive(&mut input, None, now, &mut out));
+        let Packet::ConnAck(ack) = &decode_out(&mut out, V5)[0] else {
+            panic!()
+        };
+        assert_eq!(ack.code, ConnectReasonCode::BadAuthenticationMethod);
+    }
+
+    fn publish_with_alias(topic: &str, alias: u16) -> Packet {
+        let topic = if topic.is_empty() {
+            // Decode an empty-topic PUBLISH to get the alias placeholder.
+            TopicName::try_from("x").unwrap()
+        } else {
+            TopicName::try_from(topic).unwrap()
+        };
+        let mut publish = Publish::new(topic, Bytes::from_static(b"p"));
+        publish.properties = PublishProperties {
+            topic_alias: NonZeroU16::new(alias),
+            ..PublishProperties::default()
+        };
+        Packet::Publish(publish)
+    }
+
+    /// 5.0 §3.3.2.3.4: an alias set with a topic is resolved later; one
+    /// above the maximum is DISCONNECT 0x94 ([MQTT-3.3.2-9]).
+    #[test]
+    fn topic_aliases_resolve_and_are_bounded() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "t", 0), now);
+        let (received, _) = send(&mut conn, &mut session, publish_with_alias("a/b", 3), now);
+        let Received::Event(Event::Publish { message, .. }) = received else {
+            panic!()
+        };
+        assert_eq!(message.template.topic().as_str(), "a/b");
+        // The same alias with an empty topic, as raw bytes: 0x30, len, 0x00 0x00
+        // (empty topic), properties: len 3, 0x23 0x00 0x03, payload "q".
+        let mut input = BytesMut::from(&[0x30, 0x07, 0, 0, 3, 0x23, 0, 3, b'q'][..]);
+        let mut out = BytesMut::new();
+        let Received::Event(Event::Publish { message, .. }) =
+            conn.receive(&mut input, Some(&mut session), now, &mut out)
+        else {
+            panic!()
+        };
+        assert_eq!(message.template.topic().as_str(), "a/b");
+        assert_eq!(&message.template.payload()[..], b"q");
+        let (received, answers) = send(&mut conn, &mut session, publish_with_alias("c", 65), now);
+        assert_eq!(
+            closed_with(received).reason,
+            DisconnectReasonCode::TopicAliasInvalid
+        );
+        assert_eq!(
+            answers,
+            [Packet::Disconnect(Disconnect::new(
+                DisconnectReasonCode::TopicAliasInvalid
+            ))]
+        );
+    }
+
+    /// [MQTT-3.3.4-6]: a client may not send a Subscription Identifier.
+    #[test]
+    fn subscription_identifier_from_a_client_is_a_protocol_error() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "s", 0), now);
+        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::new());
+        publish
+            .properties
+            .subscription_identifiers
+            .push(crate::codec::SubscriptionId::new(4).unwrap());
+        let (received, _) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert_eq!(
+            closed_with(received).reason,
+            DisconnectReasonCode::ProtocolError
+        );
+    }
+
+    /// QoS 2 inbound: the first PUBLISH is routed with a PUBREC owed; a
+    /// redelivery before PUBREL only gets PUBREC ([MQTT-4.3.3-10]).
+    #[test]
+    fn qos2_redelivery_is_acknowledged_but_not_routed() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V4, "q", 0), now);
+        let pid = PacketId::new(7).unwrap();
+        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::from_static(b"x"));
+        publish.qos_pid = QosPid::ExactlyOnce(pid);
+        let (received, _) = send(
+            &mut conn,
+            &mut session,
+            Packet::Publish(publish.clone()),
+            now,
+        );
+        assert!(
+            matches!(received, Received::Event(Event::Publish { ack: PendingAck::PubRec(p), .. }) if p == pid)
+        );
+        publish.dup = true;
+        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert!(matches!(received, Received::Handled));
+        assert_eq!(answers, [Packet::PubRec(PubRec::new(pid))]);
+        let (_, answers) = send(
+            &mut conn,
+            &mut session,
+            Packet::PubRel(crate::codec::PubRel::new(pid)),
+            now,
+        );
+        assert_eq!(answers, [Packet::PubComp(PubComp::new(pid))]);
+    }
+
+    /// Clients cannot publish to `$` topics: acknowledged, not routed.
+    #[test]
+    fn publishing_to_dollar_topics_is_refused() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "d", 0), now);
+        let pid = PacketId::new(1).unwrap();
+        let mut publish = Publish::new(TopicName::try_from("$SYS/x").unwrap(), Bytes::new());
+        publish.qos_pid = QosPid::AtLeastOnce(pid);
+        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert!(matches!(received, Received::Handled));
+        let mut ack = PubAck::new(pid);
+        ack.reason = PubAckReasonCode::NotAuthorized;
+        assert_eq!(answers, [Packet::PubAck(ack)]);
+    }
+
+    /// [MQTT-3.1.2-10] no will after a normal DISCONNECT; 5.0 reason 0x04
+    /// asks for it; [MQTT-3.14.2-2] expiry cannot go from 0 to non-zero.
+    #[test]
+    fn disconnect_decides_the_will_and_guards_session_expiry() {
+        let now = Instant::now();
+        let mut connect = connect_packet(V5, "w", 0);
+        connect.will = Some(Will {
+            topic: TopicName::try_from("will").unwrap(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: WillProperties::default(),
+        });
+        let (mut conn, mut session, _) = connected(connect.clone(), now);
+        let (received, _) = send(
+            &mut conn,
+            &mut session,
+            Packet::Disconnect(Disconnect::default()),
+            now,
+        );
+        assert!(!closed_with(received).publish_will);
+
+        let (mut conn, mut session, _) = connected(connect.clone(), now);
+        let disconnect = Disconnect::new(DisconnectReasonCode::DisconnectWithWillMessage);
+        let (received, _) = send(&mut conn, &mut session, Packet::Disconnect(disconnect), now);
+        assert!(closed_with(received).publish_will);
+        assert!(conn.take_will().is_some());
+
+        let (mut conn, mut session, _) = connected(connect, now);
+        let mut disconnect = Disconnect::default();
+        disconnect.properties.session_expiry_interval = Some(60);
+        let (received, _) = send(&mut conn, &mut session, Packet::Disconnect(disconnect), now);
+        assert_eq!(
+            closed_with(received).reason,
+            DisconnectReasonCode::ProtocolError
+        );
+    }
+
+    /// [MQTT-3.2.2-2]/5.0 §3.2.2.3: CONNACK advertises what the broker
+    /// supports and its limits.
+    #[test]
+    fn connack_advertises_limits() {
+        let now = Instant::now();
+        let (_, _, acks) = connected(connect_packet(V5, "l", 0), now);
+        let Packet::ConnAck(ack) = &acks[0] else {
+            panic!()
+        };
+        let limits = ConnectionLimits::default();
+        let p = &ack.properties;
+        assert_eq!(
+            p.receive_maximum.map(NonZeroU16::get),
+            Some(limits.receive_maximum)
+        );
+        assert_eq!(
+            p.maximum_packet_size.map(NonZeroU32::get),
+            Some(limits.max_packet_size)
+        );
+        assert_eq!(p.topic_alias_maximum, Some(limits.topic_alias_maximum));
+        assert_eq!(p.shared_subscription_available, Some(true));
+        assert_eq!(p.subscription_identifiers_available, Some(true));
+        assert_eq!(p.wildcard_subscription_available, Some(true));
+    }
+
+    #[test]
+    fn connect_level_is_read_from_a_partial_buffer() {
+        assert_eq!(
+            connect_level(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 5]),
+            Some(5)
+        );
+        assert_eq!(connect_level(&[0x10, 0x0c, 0, 4, b'M']), None);
+        assert_eq!(connect_level(&[0x30, 0x00]), None);
+    }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::broker::connection::{Close, Connection, Event, Received};
@@ -28,10 +28,16 @@ use crate::codec::{
 use super::core::Core;
 use super::sessions::ConnLink;
 
-/// Bytes read from the socket per read call.
-const READ_CHUNK: usize = 4096;
+/// Bytes read from the socket per read call, into the core's scratch
+/// buffer.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// An emptied buffer keeps its allocation only up to this size.
+const KEEP_CAPACITY: usize = 0;
 /// How long a connection may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection the broker ends is drained before it is closed
+/// (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
 
 enum Wake {
     Read(io::Result<usize>),
@@ -46,8 +52,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
     let link = Rc::new(ConnLink::default());
     let mut conn = Connection::new(core.connection_limits, accepted_at);
     let mut input = BytesMut::new();
-    let mut scratch = vec![0u8; READ_CHUNK];
     let mut key: Option<SessionKey> = None;
+    // Whether the client's side is closed (EOF or a read error).
+    let mut peer_gone = false;
 
     let close: Close = 'serve: loop {
         // Everything already buffered, packet by packet.
@@ -83,10 +90,17 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
         } else {
             Some(accepted_at + CONNECT_TIMEOUT)
         };
-        match wait(&mut stream, &mut scratch, &link, deadline).await {
-            Wake::Read(Ok(0)) => break lost(&conn, "connection closed by the client"),
-            Wake::Read(Ok(n)) => input.extend_from_slice(&scratch[..n]),
-            Wake::Read(Err(error)) => break lost(&conn, &error.to_string()),
+        release_if_empty(&mut input);
+        match wait(&core, &mut stream, &mut input, &link, deadline).await {
+            Wake::Read(Ok(0)) => {
+                peer_gone = true;
+                break lost(&conn, "connection closed by the client");
+            }
+            Wake::Read(Ok(_)) => {}
+            Wake::Read(Err(error)) => {
+                peer_gone = true;
+                break lost(&conn, &error.to_string());
+            }
             Wake::Notified => {}
             Wake::Timeout if conn.is_connected() => {
                 // [MQTT-3.1.2-24]: 1.5 × keepalive without a packet.
@@ -102,7 +116,6 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
         Ok(())
     })
     .await;
-    let _ = stream.close().await;
     tracing::debug!(%peer, core = core.id, reason = %close.reason, detail = %close.detail, "connection closed");
     core.stats
         .connections_closed
@@ -113,6 +126,25 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
             .set(core.stats.protocol_errors.get() + 1);
     }
     finish(&core, &mut conn, key, close);
+    if !peer_gone {
+        linger(&mut stream).await;
+    }
+    let _ = stream.close().await;
+}
+
+/// Half-closes a connection the broker ends and reads (and discards) what
+/// the client still sends until it closes its side or [`LINGER`] passes.
+/// Closing at once with unread input would reset the connection, and a
+/// client still acknowledging what it had received (PUBRELs for the PUBRECs
+/// before a DISCONNECT 0x93, say) would get a broken pipe before it could
+/// read the DISCONNECT and its reason code.
+async fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let mut discard = [0u8; 512];
+    let drain = async {
+        while let Ok(1..) = stream.read(&mut discard).await {}
+    };
+    future::or(drain, glommio::timer::sleep(LINGER)).await;
 }
 
 fn lost(conn: &Connection, detail: &str) -> Close {
@@ -124,13 +156,29 @@ fn lost(conn: &Connection, detail: &str) -> Close {
     }
 }
 
+/// Waits for input, output to write, or the deadline. Input is read into
+/// the core's scratch buffer, borrowed only inside one poll (glommio's
+/// `poll_read` keeps no reference to it once it returns), and only the
+/// bytes received are copied into `input`: an idle connection holds no
+/// read buffer at all.
 async fn wait(
+    core: &Core,
     stream: &mut TcpStream,
-    scratch: &mut [u8],
+    input: &mut BytesMut,
     link: &ConnLink,
     deadline: Option<Instant>,
 ) -> Wake {
-    let read = async { Wake::Read(stream.read(scratch).await) };
+    let read = std::future::poll_fn(|cx| {
+        let mut scratch = core.read_scratch.borrow_mut();
+        match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
+            std::task::Poll::Ready(Ok(n)) => {
+                input.extend_from_slice(&scratch[..n]);
+                std::task::Poll::Ready(Wake::Read(Ok(n)))
+            }
+            std::task::Poll::Ready(Err(error)) => std::task::Poll::Ready(Wake::Read(Err(error))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    });
     let notified = async {
         link.notify.notified().await;
         Wake::Notified
@@ -145,6 +193,13 @@ async fn wait(
         }
     };
     future::or(read, future::or(notified, timer)).await
+}
+
+/// Gives an emptied buffer's memory back, so idle connections hold none.
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+        *buf = BytesMut::new();
+    }
 }
 
 /// Writes everything the connection has produced, refilling from the
@@ -166,6 +221,7 @@ async fn flush(
                 }
             }
             if out.is_empty() {
+                release_if_empty(&mut out);
                 return Ok(());
             }
             out.split()

@@ -102,6 +102,8 @@ pub struct Core {
     pub stats: CoreStats,
     pub shutdown: Arc<AtomicBool>,
     pub stopping: Notify,
+    /// Where every connection of this core reads into, one poll at a time.
+    pub read_scratch: RefCell<Vec<u8>>,
     /// Scratch for merging the plans of one PUBLISH, reused across calls.
     plans: RefCell<Vec<(SessionKey, DeliveryPlan)>>,
 }
@@ -132,6 +134,7 @@ impl Core {
             stats: CoreStats::default(),
             shutdown,
             stopping: Notify::default(),
+            read_scratch: RefCell::new(vec![0; super::conn::READ_CHUNK]),
             plans: RefCell::new(Vec::new()),
         }
     }

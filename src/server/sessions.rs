@@ -189,3 +189,85 @@ impl Sessions {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::session::SessionLimits;
+    use crate::codec::{QoS, TopicName, WillProperties};
+    use bytes::Bytes;
+
+    fn slot(id: &str, expiry: u32, link: Option<Rc<ConnLink>>) -> SessionSlot {
+        SessionSlot {
+            client_id: MqttStr::try_from(id).unwrap(),
+            owner: Claimant { core: 0, ticket: 1 },
+            state: SessionState::new(SessionLimits::default()),
+            link,
+            expiry,
+            offline_since: None,
+            pending_will: None,
+        }
+    }
+
+    fn will() -> Will {
+        Will {
+            topic: TopicName::try_from("w").unwrap(),
+            payload: Bytes::from_static(b"bye"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: WillProperties::default(),
+        }
+    }
+
+    /// 5.0 §3.1.2.11.2: a session ends Session Expiry Interval seconds after
+    /// its connection closed; `u32::MAX` never expires. Simulated time.
+    #[test]
+    fn offline_sessions_expire_after_their_interval() {
+        let t0 = Instant::now();
+        let mut sessions = Sessions::new(0);
+        let short = sessions.insert(slot("short", 5, Some(Rc::default())));
+        let forever = sessions.insert(slot("forever", u32::MAX, Some(Rc::default())));
+        let online = sessions.insert(slot("online", 1, Some(Rc::default())));
+        sessions.detach(short, t0);
+        sessions.detach(forever, t0);
+        assert!(sessions.due(t0 + Duration::from_secs(4)).0.is_empty());
+        let (expired, _) = sessions.due(t0 + Duration::from_secs(5));
+        assert_eq!(expired, [short]);
+        assert!(sessions
+            .due(t0 + Duration::from_secs(1 << 30))
+            .0
+            .iter()
+            .all(|k| *k == short));
+        let _ = online;
+        assert_eq!(sessions.online(), 1);
+    }
+
+    /// [MQTT-3.1.3-9]: a delayed will is due after its delay, once.
+    #[test]
+    fn delayed_wills_fall_due_once() {
+        let t0 = Instant::now();
+        let mut sessions = Sessions::new(0);
+        let key = sessions.insert(slot("w", 100, Some(Rc::default())));
+        sessions.detach(key, t0);
+        sessions.get_mut(key).unwrap().pending_will = Some((will(), t0 + Duration::from_secs(10)));
+        assert!(sessions.due(t0 + Duration::from_secs(9)).1.is_empty());
+        assert_eq!(sessions.due(t0 + Duration::from_secs(10)).1.len(), 1);
+        assert!(sessions.due(t0 + Duration::from_secs(11)).1.is_empty());
+    }
+
+    /// A removed slot's key never reaches the slot's next occupant.
+    #[test]
+    fn stale_keys_do_not_reach_a_reused_slot() {
+        let mut sessions = Sessions::new(3);
+        let first = sessions.insert(slot("a", 0, None));
+        assert!(sessions.remove(first).is_some());
+        let second = sessions.insert(slot("b", 0, None));
+        assert_eq!(first.slot, second.slot);
+        assert!(sessions.get_mut(first).is_none());
+        assert_eq!(sessions.get_mut(second).unwrap().client_id.as_str(), "b");
+        assert!(sessions
+            .remove_by_client(&MqttStr::try_from("b").unwrap())
+            .is_some());
+        assert!(sessions.get_mut(second).is_none());
+    }
+}
