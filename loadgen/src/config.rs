@@ -196,8 +196,9 @@ pub struct Opts {
     /// Stop each publisher after this many messages.
     #[arg(short, long)]
     pub count: Option<u64>,
-    /// After publishing stops, wait this long at most for deliveries and acks.
-    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    /// After publishing stops, wait this long at most for deliveries and
+    /// acks (it ends sooner once all arrived or nothing moved for 1s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub drain: Duration,
     /// Only count messages from this run id (`sub`; default: any run).
     #[arg(long)]

@@ -56,8 +56,13 @@ pub struct Publishing {
     pub achieved_rate: f64,
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) latency, from the intended send time.
     pub ack_latency: Percentiles,
-    /// How late messages left compared with their schedule.
+    /// How late messages left compared with their schedule, for any reason
+    /// (the tool, or the broker's backpressure: a full inflight window or
+    /// socket).
     pub schedule_lag: Percentiles,
+    /// How late the tool itself got to each message, before any wait for
+    /// the broker: timer wake-up and CPU. High means the tool is the limit.
+    pub tool_lag: Percentiles,
     /// Messages the schedule called for that were never sent.
     pub behind_schedule: u64,
 }
@@ -71,6 +76,8 @@ pub struct Delivery {
     pub unique: u64,
     pub duplicates: u64,
     pub reordered: u64,
+    /// Expected deliveries that had not arrived when the drain ended
+    /// (dropped, or still queued in the broker).
     pub lost: u64,
     pub foreign: u64,
     pub achieved_rate: f64,
@@ -242,6 +249,7 @@ impl Report {
             achieved_rate: per_sec(publishing_sent, run),
             ack_latency: Percentiles::of(&s.ack),
             schedule_lag: Percentiles::of(&s.lag),
+            tool_lag: Percentiles::of(&s.tool_lag),
             behind_schedule: scheduled.saturating_sub(publishing_sent),
         };
         let delivery = Delivery {
@@ -342,15 +350,23 @@ impl Report {
                 plan.cores
             ));
         }
-        let lag_p99 = publish.schedule_lag.p99_us;
         let interval_us = pub_group
             .filter(|g| g.rate > 0.0)
             .map(|g| (1e6 / g.rate) as u64)
             .unwrap_or(0);
-        if lag_p99 > 1000.max(interval_us) {
+        let limit = 1000.max(interval_us);
+        let tool_p99 = publish.tool_lag.p99_us;
+        let lag_p99 = publish.schedule_lag.p99_us;
+        if tool_p99 > limit {
             saturated = true;
             warnings.push(format!(
-                "publishing fell behind schedule (p99 lag {}): the tool or the broker's backpressure limited the rate",
+                "loadgen got to its messages late (p99 {} behind schedule before any broker wait): \
+                 the tool or this machine's CPU is a bottleneck; latencies include that delay",
+                fmt_us(tool_p99)
+            ));
+        } else if lag_p99 > limit {
+            warnings.push(format!(
+                "the broker's backpressure (inflight window or full socket) delayed sends: p99 {} behind schedule",
                 fmt_us(lag_p99)
             ));
         }
@@ -429,7 +445,13 @@ impl Report {
         if c.subscribe_latency.count > 0 {
             let _ = writeln!(o, "  subscribe  {}", fmt_pct(&c.subscribe_latency));
         }
-        if p.sent > 0 {
+        if let (Some(r), true) = (&self.retained, p.sent > 0) {
+            let _ = writeln!(
+                o,
+                "seed         {} retained messages on {} topics by {} seeder(s) at QoS {}, {} acked",
+                p.sent, r.topics, p.publishers, p.qos, p.acked
+            );
+        } else if p.sent > 0 {
             let _ = writeln!(
                 o,
                 "publish      {} sent by {} publisher(s) at QoS {}, {} B: {}/s (target {}/s) over {:.2}s",
@@ -451,6 +473,7 @@ impl Report {
                 fmt_pct(&p.schedule_lag),
                 p.behind_schedule
             );
+            let _ = writeln!(o, "  tool lag   {}", fmt_pct(&p.tool_lag));
         }
         if d.subscribers > 0 && self.retained.is_none() {
             let expected = d

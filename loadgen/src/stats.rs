@@ -188,6 +188,7 @@ pub struct CoreStats {
     pub ack: Histogram<u64>,
     pub connect: Histogram<u64>,
     pub lag: Histogram<u64>,
+    pub tool_lag: Histogram<u64>,
     pub subscribe: Histogram<u64>,
     pub retained_done: Histogram<u64>,
     pub connect_failures: BTreeMap<String, u64>,
@@ -218,6 +219,7 @@ impl Default for CoreStats {
             ack: new_hist(),
             connect: new_hist(),
             lag: new_hist(),
+            tool_lag: new_hist(),
             subscribe: new_hist(),
             retained_done: new_hist(),
             connect_failures: BTreeMap::new(),
@@ -280,6 +282,7 @@ impl CoreStats {
             (&mut self.ack, &o.ack),
             (&mut self.connect, &o.connect),
             (&mut self.lag, &o.lag),
+            (&mut self.tool_lag, &o.tool_lag),
             (&mut self.subscribe, &o.subscribe),
             (&mut self.retained_done, &o.retained_done),
         ] {

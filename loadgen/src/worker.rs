@@ -197,10 +197,13 @@ pub async fn core_main(ctx: Rc<Ctx>, sync: Arc<Sync>) -> CoreStats {
     sync.barrier(5).await;
 
     // Close: clear retained topics, then disconnect everyone.
+    // Every core stops counting before any retained topic is cleared, so
+    // the clears are not mistaken for foreign messages.
     sync.enter(core, 6);
+    ctx.stopping.set(true);
+    sync.barrier(6).await;
     let close_end = sync.deadline.min(Instant::now() + Duration::from_secs(2));
     clear_retained(&ctx, &seeders, close_end).await;
-    ctx.stopping.set(true);
     clients.extend(publishers);
     clients.extend(seeders);
     for c in &clients {
@@ -390,6 +393,7 @@ async fn publish_loop(ctx: Rc<Ctx>, conn: Rc<Conn>, gi: usize, i: usize, start: 
         return;
     }
     let mut seq: u64 = 0;
+    let mut woke_for = u64::MAX;
     loop {
         if conn.is_closed() || g.limit.is_some_and(|l| seq >= l) {
             break;
@@ -406,6 +410,14 @@ async fn publish_loop(ctx: Rc<Ctx>, conn: Rc<Conn>, gi: usize, i: usize, start: 
         if now < intended {
             sleep(Duration::from_nanos(intended - now)).await;
             continue;
+        }
+        if woke_for != seq {
+            // How late the tool itself got to this message (timer wake-up,
+            // CPU), before any wait for the broker.
+            woke_for = seq;
+            if intended >= ctx.measure_from_ns.get() {
+                record_ns(&mut ctx.stats.borrow_mut().tool_lag, now - intended);
+            }
         }
         if g.qos != QoS::AtMostOnce && conn.inflight_len() >= window
             || conn.out.borrow().len() >= OUTBOX_CAP
@@ -475,7 +487,7 @@ async fn wait_acked(conns: &[Client], deadline: Instant) {
 }
 
 /// Waits until this core's publishers are acknowledged and deliveries have
-/// caught up (all expected ones arrived, or nothing moved for 300 ms).
+/// caught up (all expected ones arrived, or nothing moved for a second).
 async fn drain(ctx: &Ctx, sync: &Sync, publishers: &[Client], deadline: Instant) {
     let plan = &ctx.plan;
     let qos_acked = plan
@@ -514,7 +526,7 @@ async fn drain(ctx: &Ctx, sync: &Sync, publishers: &[Client], deadline: Instant)
             last = (received, acked);
             quiet_since = now;
         }
-        let quiet = now.duration_since(quiet_since) >= Duration::from_millis(300);
+        let quiet = now.duration_since(quiet_since) >= Duration::from_secs(1);
         if my_acked && (caught_up || quiet) {
             return;
         }
