@@ -17,7 +17,8 @@ use bytes::BytesMut;
 
 use super::message::{DeliveryPlan, Message, SubscriptionEntry};
 use crate::codec::{
-    Delivery, Packet, PacketId, ProtocolVersion, PubRel, PubRelReasonCode, QoS, QosPid, TopicFilter,
+    Delivery, Packet, PacketId, ProtocolVersion, PubRel, PubRelReasonCode, QoS, QosPid,
+    TopicFilter, TopicName,
 };
 
 /// What to do when a session's queue is full.
@@ -140,6 +141,9 @@ pub struct Peer {
     pub receive_maximum: u16,
     /// The client's Maximum Packet Size (unlimited when absent).
     pub maximum_packet_size: u32,
+    /// The client's Topic Alias Maximum: how many aliases the broker may
+    /// set on PUBLISH packets to it (0 when absent, and for 3.x).
+    pub topic_alias_maximum: u16,
 }
 
 /// Everything a session keeps between connections: what moves with a
@@ -157,6 +161,10 @@ pub struct SessionState {
     /// re-registered when the session moves between cores.
     pub subscriptions: AHashMap<TopicFilter, SubscriptionEntry>,
     pub drops: DropCounts,
+    /// Outbound Topic Aliases this connection's client knows (5.0
+    /// §3.3.2.3.4). They live as long as the network connection
+    /// ([MQTT-3.3.2-7]), so attach and detach clear them.
+    out_aliases: AHashMap<TopicName, NonZeroU16>,
 }
 
 impl SessionState {
@@ -170,6 +178,7 @@ impl SessionState {
             inbound_qos2: AHashSet::new(),
             subscriptions: AHashMap::new(),
             drops: DropCounts::default(),
+            out_aliases: AHashMap::new(),
         }
     }
 
@@ -203,6 +212,7 @@ impl SessionState {
     /// ([MQTT-4.4.0-1], [MQTT-4.6.0-1]); then queued messages flow.
     pub fn attach(&mut self, peer: Peer, now: Instant, out: &mut BytesMut) {
         self.peer = Some(peer);
+        self.out_aliases.clear();
         let inflight = std::mem::take(&mut self.inflight);
         for entry in inflight {
             match entry.stage {
@@ -231,6 +241,7 @@ impl SessionState {
     /// kept if the configuration queues QoS 0 for offline sessions.
     pub fn detach(&mut self) {
         self.peer = None;
+        self.out_aliases = AHashMap::new();
         if !self.limits.queue_qos0_offline {
             let before = self.queue.len();
             self.queue.retain(|p| p.plan.qos != QoS::AtMostOnce);
@@ -358,16 +369,17 @@ impl SessionState {
         out: &mut BytesMut,
     ) -> Result<(), DropReason> {
         let peer = self.peer.expect("written only while online");
+        let template = &pending.message.template;
+        let (topic_alias, new_alias) = self.outbound_alias(peer, template.topic());
         let delivery = Delivery {
             qos_pid,
             dup,
             retain: pending.plan.retain,
             message_expiry_interval: pending.message.remaining_expiry(now),
             subscription_identifiers: &pending.plan.subscription_ids,
-            topic_alias: None,
-            send_topic: true,
+            topic_alias,
+            send_topic: topic_alias.is_none() || new_alias,
         };
-        let template = &pending.message.template;
         if template.delivery_len(peer.version, &delivery) > peer.maximum_packet_size as usize {
             // [MQTT-3.1.2-25]: never send more than the client allows.
             self.drops.count(DropReason::TooLarge);
@@ -375,7 +387,31 @@ impl SessionState {
         }
         template
             .encode(peer.version, &delivery, out)
-            .map_err(|_| DropReason::TooLarge)
+            .map_err(|_| DropReason::TooLarge)?;
+        if let (Some(alias), true) = (topic_alias, new_alias) {
+            // Known to the client only once a PUBLISH setting it is written.
+            self.out_aliases.insert(template.topic().clone(), alias);
+        }
+        Ok(())
+    }
+
+    /// The Topic Alias for a PUBLISH of `topic` to `peer`, and whether it
+    /// is new (sent with the topic name to set it) or known (the topic name
+    /// is sent empty). Aliases are handed out first come, up to the
+    /// client's Topic Alias Maximum ([MQTT-3.3.2-8]); later topics go
+    /// without one.
+    fn outbound_alias(&self, peer: Peer, topic: &TopicName) -> (Option<NonZeroU16>, bool) {
+        if peer.topic_alias_maximum == 0 || !peer.version.is_v5() {
+            return (None, false);
+        }
+        if let Some(&alias) = self.out_aliases.get(topic) {
+            return (Some(alias), false);
+        }
+        let next = self.out_aliases.len() + 1;
+        if next > usize::from(peer.topic_alias_maximum) {
+            return (None, false);
+        }
+        (NonZeroU16::new(next as u16), true)
     }
 
     fn take_inflight(
@@ -506,6 +542,7 @@ mod tests {
             version: ProtocolVersion::V5,
             receive_maximum,
             maximum_packet_size: u32::MAX,
+            topic_alias_maximum: 0,
         }
     }
 
@@ -739,5 +776,68 @@ mod tests {
         out.clear();
         s.pump(now, &mut out);
         assert_eq!(pids(&decode_all(&mut out)), [(1, false)]);
+    }
+
+    /// 5.0 §3.3.2.3.4: with a client Topic Alias Maximum, the first PUBLISH
+    /// of a topic sets an alias with the name, later ones send the alias
+    /// alone; aliases beyond the maximum are not used, and a reconnect
+    /// starts afresh ([MQTT-3.3.2-7], [MQTT-3.3.2-8]).
+    #[test]
+    fn outbound_topic_aliases_up_to_the_client_maximum() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        let aliasing = Peer {
+            topic_alias_maximum: 1,
+            ..peer(10)
+        };
+        s.attach(aliasing, now, &mut out);
+        let on = |topic: &str, qos: QoS| {
+            let mut publish = Publish::new(TopicName::try_from(topic).unwrap(), Bytes::new());
+            publish.qos_pid = QosPid::new(qos, PacketId::new(9)).unwrap();
+            Message::from_publish(&publish, None, now)
+        };
+        for (topic, qos) in [
+            ("a", QoS::AtMostOnce),
+            ("a", QoS::AtLeastOnce),
+            ("b", QoS::AtMostOnce),
+        ] {
+            let m = on(topic, qos);
+            let p = plan(&m);
+            s.deliver(m, p, now, &mut out);
+        }
+        let seen: Vec<(String, Option<u16>)> = decode_all(&mut out)
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => (
+                    if p.topic.is_empty() {
+                        String::new()
+                    } else {
+                        p.topic.as_str().to_string()
+                    },
+                    p.properties.topic_alias.map(NonZeroU16::get),
+                ),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), Some(1)),
+                (String::new(), Some(1)),
+                ("b".to_string(), None)
+            ]
+        );
+        s.detach();
+        s.attach(aliasing, now, &mut out);
+        let Packet::Publish(resent) = &decode_all(&mut out)[0] else {
+            panic!()
+        };
+        assert_eq!(
+            resent.topic.as_str(),
+            "a",
+            "a new connection gets the name again"
+        );
+        assert_eq!(resent.properties.topic_alias, NonZeroU16::new(1));
     }
 }
