@@ -121,6 +121,7 @@ if [ ! -x "$VANE_BIN" ]; then
     BROKERS="mosquitto"
 fi
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for broker in $BROKERS; do
     for sc in $SCENARIOS; do
         port=$(free_port)
@@ -138,11 +139,13 @@ for broker in $BROKERS; do
     done
 done
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 say "writing $RESULTS (raw JSON in $OUT_DIR)"
 python3 - "$OUT_DIR" "$RESULTS" "$SCENARIOS" "$BROKERS" "$BROKER_CPUS" "$LOADGEN_CPUS" \
-    "$LOADGEN_CORES" "$VANE_CORES" "$DURATION" "$QOS" "$(getconf CLK_TCK)" "$VANE_CMD" <<'PY'
+    "$LOADGEN_CORES" "$VANE_CORES" "$DURATION" "$QOS" "$(getconf CLK_TCK)" "$VANE_CMD" \
+    "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY'
 import json, os, re, subprocess, sys, datetime
-out, results, scenarios, brokers, bcpus, lcpus, lcores, vcores, duration, qos, tck, vane_cmd = sys.argv[1:]
+out, results, scenarios, brokers, bcpus, lcpus, lcores, vcores, duration, qos, tck, vane_cmd, load0, load1 = sys.argv[1:]
 scenarios, brokers, tck = scenarios.split(), brokers.split(), int(tck)
 
 def load(broker, sc):
@@ -202,7 +205,10 @@ lines = ["<!-- compare.sh:begin -->", "## Vane vs Mosquitto (benches/compare.sh)
          f"with the same vane-loadgen options for both (QoS {qos} where it applies; see `scenario_args` in the script).", "",
          f"CPU sharing: the broker was pinned with `taskset -c {bcpus}` (Vane with `--cores {vcores}`; Mosquitto is single-threaded), "
          f"vane-loadgen with `taskset -c {lcpus}` and `--cores {lcores}`, so broker and load generator never shared a core. "
-         "Mosquitto ran with `set_tcp_nodelay true` (otherwise Nagle adds milliseconds to its acks) and `max_queued_messages 100000`.", ""]
+         "Mosquitto ran with `set_tcp_nodelay true` (otherwise Nagle adds milliseconds to its acks) and `max_queued_messages 100000`. "
+         "Pinning keeps the two apart but not other processes: "
+         f"the load average was {load0} before and {load1} after the runs; with other work on the machine, "
+         "treat the latencies as noisy and check the tool-lag warnings below (they say when the load generator itself was late).", ""]
 if "vane" not in brokers:
     lines += [f"**Vane was skipped**: `{vane_cmd.split()[0]}` did not exist when this ran.", ""]
 lines += ["| scenario | figure | Vane | Mosquitto | Vane/Mosquitto |", "|---|---|---:|---:|---:|"]

@@ -394,6 +394,7 @@ async fn publish_loop(ctx: Rc<Ctx>, conn: Rc<Conn>, gi: usize, i: usize, start: 
     }
     let mut seq: u64 = 0;
     let mut woke_for = u64::MAX;
+    let mut pushed_back = false;
     loop {
         if conn.is_closed() || g.limit.is_some_and(|l| seq >= l) {
             break;
@@ -408,20 +409,24 @@ async fn publish_loop(ctx: Rc<Ctx>, conn: Rc<Conn>, gi: usize, i: usize, start: 
             break;
         }
         if now < intended {
+            // On schedule again: lateness from here on is the tool's own
+            // until the broker makes us wait.
+            pushed_back = false;
             sleep(Duration::from_nanos(intended - now)).await;
             continue;
         }
         if woke_for != seq {
             // How late the tool itself got to this message (timer wake-up,
-            // CPU), before any wait for the broker.
+            // CPU). Not counted while catching up after broker backpressure.
             woke_for = seq;
-            if intended >= ctx.measure_from_ns.get() {
+            if !pushed_back && intended >= ctx.measure_from_ns.get() {
                 record_ns(&mut ctx.stats.borrow_mut().tool_lag, now - intended);
             }
         }
         if g.qos != QoS::AtMostOnce && conn.inflight_len() >= window
             || conn.out.borrow().len() >= OUTBOX_CAP
         {
+            pushed_back = true;
             let left =
                 Duration::from_nanos(end.saturating_sub(now)).min(Duration::from_millis(100));
             conn.progress.wait_for(left).await;

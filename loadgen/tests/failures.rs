@@ -207,3 +207,99 @@ fn output_files_are_written() {
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
 }
+
+/// A 3.1.1 broker that answers CONNACK, then stalls for `stall` before
+/// acknowledging every QoS 1 PUBLISH it reads.
+fn fake_stalling_broker(stall: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut connected = false;
+                loop {
+                    // Take whole packets off the front of `buf`.
+                    while let Some((first, body, len)) = frame(&buf) {
+                        let kind = first >> 4;
+                        if kind == 1 && !connected {
+                            connected = true;
+                            let _ = s.write_all(&[0x20, 0x02, 0x00, 0x00]);
+                            std::thread::sleep(stall);
+                        } else if kind == 3 && (first >> 1) & 3 == 1 {
+                            let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+                            let pid = &body[2 + topic_len..4 + topic_len];
+                            let _ = s.write_all(&[0x40, 0x02, pid[0], pid[1]]);
+                        }
+                        buf.drain(..len);
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Splits one MQTT packet off `buf`: (first byte, body, total length).
+fn frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let first = *buf.first()?;
+    let (mut len, mut shift, mut i) = (0usize, 0, 1);
+    loop {
+        let b = *buf.get(i)?;
+        len |= ((b & 0x7f) as usize) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let total = i + len;
+    (buf.len() >= total).then(|| (first, &buf[i..total], total))
+}
+
+#[test]
+fn a_stall_shows_up_as_latency_not_as_less_load() {
+    // Open-loop: during a 600 ms stall with an inflight window of 1, the
+    // schedule keeps running; the messages due meanwhile go out late and
+    // their latency counts from when they were due.
+    let port = fake_stalling_broker(Duration::from_millis(600)).to_string();
+    let r = run(&[
+        "pub",
+        "--port",
+        &port,
+        "--mqtt",
+        "3.1.1",
+        "--publishers",
+        "1",
+        "--qos",
+        "1",
+        "--inflight",
+        "1",
+        "--rate",
+        "100",
+        "--count",
+        "150",
+        "--warmup",
+        "0s",
+        "--duration",
+        "10s",
+    ]);
+    assert!(r.passed(), "{:?}", r.problems);
+    assert_eq!(r.publish.sent, 150);
+    assert_eq!(r.publish.acked, 150);
+    let ack = &r.publish.ack_latency;
+    assert!(ack.max_us >= 500_000, "{ack:?}");
+    // About 60 messages fell due during the stall: well over 10% of them
+    // waited more than 100 ms.
+    assert!(ack.p90_us >= 100_000, "{ack:?}");
+    // The run still took about 1.5 s of schedule, not 0.6 s + 150 round trips.
+    assert!(r.run_seconds < 3.0, "{}", r.run_seconds);
+    assert!(r.publish.schedule_lag.max_us >= 500_000);
+}
