@@ -336,6 +336,10 @@ impl Report {
                 ));
             }
         }
+        if delivery.subscribers > 0 && publishing_sent > 0 && delivery.received == 0 {
+            warnings
+                .push("no message reached the subscribers: do --topic and --filter match?".into());
+        }
         if delivery.foreign > 0 {
             warnings.push(format!(
                 "{} messages from other clients or runs were ignored",
