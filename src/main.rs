@@ -21,6 +21,10 @@ struct Args {
     /// Number of executors (pinned threads), overriding the config; 0 = all CPUs.
     #[arg(long)]
     cores: Option<usize>,
+    /// Stats HTTP listener address (/metrics, /stats, /healthz, /readyz),
+    /// overriding the config (default 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR:PORT")]
+    stats_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() {
@@ -42,6 +46,9 @@ fn run() -> anyhow::Result<()> {
     if let Some(cores) = args.cores {
         config.cores = cores;
     }
+    if let Some(addr) = args.stats_listen {
+        config.stats.listen = addr;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
         .context("invalid log_level")?;
@@ -51,7 +58,7 @@ fn run() -> anyhow::Result<()> {
         .init();
 
     let server = Server::start(config)?;
-    tracing::info!(addr = %server.local_addr(), "vane is listening");
+    tracing::info!(addr = %server.local_addr(), stats = ?server.stats_addr(), "vane is listening");
     let flag = server.shutdown_flag();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, flag.clone())

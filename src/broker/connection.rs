@@ -139,6 +139,8 @@ pub struct Connection {
     /// Inbound Topic Alias -> Topic Name (5.0 §3.3.2.3.4), index alias-1.
     topic_aliases: Vec<Option<TopicName>>,
     pub session_key: Option<SessionKey>,
+    /// Why the CONNECT was refused, if it was (for the stats).
+    refusal: Option<ConnectReasonCode>,
 }
 
 impl Connection {
@@ -155,7 +157,14 @@ impl Connection {
             request_problem_information: true,
             topic_aliases: Vec::new(),
             session_key: None,
+            refusal: None,
         }
+    }
+
+    /// The CONNACK code a refused CONNECT got (or would have got, for a
+    /// 3.x CONNECT closed without one).
+    pub fn refusal(&self) -> Option<ConnectReasonCode> {
+        self.refusal
     }
 
     pub fn version(&self) -> ProtocolVersion {
@@ -219,6 +228,7 @@ impl Connection {
             // code, 3.x with a return code where one fits
             // ([MQTT-3.1.2-2] 0x01 for an unsupported level).
             let code = error.connack_code();
+            self.refusal = Some(code);
             let version = match level {
                 Some(5) => Some(ProtocolVersion::V5),
                 Some(4) | Some(3) => Some(ProtocolVersion::V3_1_1),
@@ -350,6 +360,7 @@ impl Connection {
         self.decoder.version = version;
         let refuse =
             |this: &mut Self, code: ConnectReasonCode, detail: String, out: &mut BytesMut| {
+                this.refusal = Some(code);
                 encode_infallible(
                     &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
                     version,
@@ -465,6 +476,7 @@ impl Connection {
 
     /// Refuses a CONNECT with `code` and ends the connection.
     pub fn refuse(&mut self, code: ConnectReasonCode, out: &mut BytesMut) {
+        self.refusal = Some(code);
         encode_infallible(
             &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
             self.version(),

@@ -42,6 +42,7 @@ pub struct Config {
     pub log_level: String,
     pub limits: Limits,
     pub executor: ExecutorSettings,
+    pub stats: StatsSettings,
 }
 
 impl Default for Config {
@@ -52,6 +53,7 @@ impl Default for Config {
             log_level: "info".into(),
             limits: Limits::default(),
             executor: ExecutorSettings::default(),
+            stats: StatsSettings::default(),
         }
     }
 }
@@ -159,6 +161,29 @@ impl Default for ExecutorSettings {
             ring_depth: 256,
             mailbox_capacity: 256,
             pin: true,
+        }
+    }
+}
+
+/// The stats endpoint and `$SYS` topics. See `deploy/vane.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsSettings {
+    /// Serve `/metrics`, `/stats`, `/healthz` and `/readyz`, and sample
+    /// publish-to-deliver latency. Counters are kept either way.
+    pub enabled: bool,
+    /// Address of the stats HTTP listener.
+    pub listen: SocketAddr,
+    /// Seconds between `$SYS` publications; 0 turns them off.
+    pub sys_interval: u64,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        StatsSettings {
+            enabled: true,
+            listen: "127.0.0.1:9100".parse().expect("valid address"),
+            sys_interval: 10,
         }
     }
 }

@@ -55,11 +55,14 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
     let mut key: Option<SessionKey> = None;
     // Whether the client's side is closed (EOF or a read error).
     let mut peer_gone = false;
+    // Set once CONNACK 0 is sent.
+    let mut client_id: Option<MqttStr> = None;
 
     let close: Close = 'serve: loop {
         // Everything already buffered, packet by packet.
         loop {
             let now = Instant::now();
+            let buffered = input.len();
             let received = {
                 let mut out = link.out.borrow_mut();
                 let mut sessions = core.sessions.borrow_mut();
@@ -70,10 +73,22 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
                 Received::NeedMore => break,
                 Received::Handled => {}
                 Received::Event(event) => {
+                    if let Event::Publish { message, .. } = &event {
+                        core.stats.received(message.qos, buffered - input.len());
+                    }
                     if let Some(close) =
                         handle_event(&core, &link, &mut conn, &mut key, event).await
                     {
                         break 'serve close;
+                    }
+                    if client_id.is_none() {
+                        client_id = key.and_then(|k| {
+                            let mut sessions = core.sessions.borrow_mut();
+                            sessions.get_mut(k).map(|s| s.client_id.clone())
+                        });
+                        if let Some(id) = &client_id {
+                            super::metrics::client_connected(&core, id.as_str(), peer);
+                        }
                     }
                 }
             }
@@ -116,15 +131,15 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
         Ok(())
     })
     .await;
-    tracing::debug!(%peer, core = core.id, reason = %close.reason, detail = %close.detail, "connection closed");
-    core.stats
-        .connections_closed
-        .set(core.stats.connections_closed.get() + 1);
-    if close.reason.is_error() && close.reason != DisconnectReasonCode::SessionTakenOver {
-        core.stats
-            .protocol_errors
-            .set(core.stats.protocol_errors.get() + 1);
-    }
+    super::metrics::connection_closed(
+        &core,
+        &close,
+        client_id.is_some(),
+        conn.refusal(),
+        !conn.is_connected() && accepted_at.elapsed() >= CONNECT_TIMEOUT,
+        client_id.as_ref().map(MqttStr::as_str),
+        peer,
+    );
     finish(&core, &mut conn, key, close);
     if !peer_gone {
         linger(&mut stream).await;
@@ -173,6 +188,7 @@ async fn wait(
         match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
             std::task::Poll::Ready(Ok(n)) => {
                 input.extend_from_slice(&scratch[..n]);
+                core.stats.bytes_received.add(n as u64);
                 std::task::Poll::Ready(Wake::Read(Ok(n)))
             }
             std::task::Poll::Ready(Err(error)) => std::task::Poll::Ready(Wake::Read(Err(error))),
@@ -211,7 +227,7 @@ async fn flush(
     key: Option<SessionKey>,
 ) -> io::Result<()> {
     loop {
-        let chunk = {
+        let (chunk, stamps) = {
             let mut out = link.out.borrow_mut();
             if out.is_empty() {
                 if let Some(key) = key {
@@ -224,9 +240,11 @@ async fn flush(
                 release_if_empty(&mut out);
                 return Ok(());
             }
-            out.split()
+            (out.split(), link.stamps.take())
         };
         stream.write_all(&chunk).await?;
+        super::metrics::count_sent(&core.stats, &chunk);
+        core.telemetry.written(&stamps);
     }
 }
 
@@ -276,7 +294,7 @@ async fn handle_event(
                 return Some(lost(conn, "taken over before CONNACK"));
             };
             slot.expiry = request.session_expiry;
-            tracing::debug!(client_id = %request.client_id, core = core.id, session_present, "client connected");
+            tracing::trace!(target: "vane::clients", client_id = %request.client_id, core = core.id, session_present, "session attached");
             conn.accept(
                 request,
                 &mut slot.state,

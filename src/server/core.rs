@@ -99,7 +99,11 @@ pub struct Core {
     /// Client ids this core is home for, and who owns each.
     directory: RefCell<AHashMap<MqttStr, Claimant>>,
     claims: RefCell<AHashMap<u64, ClaimWaiter>>,
-    pub stats: CoreStats,
+    /// This core's counters: written only here, read by the stats
+    /// endpoint and the $SYS publisher (see `stats.rs`).
+    pub stats: Arc<CoreStats>,
+    /// Latency sampling and the stats tick's state (see `metrics.rs`).
+    pub telemetry: super::metrics::Telemetry,
     pub shutdown: Arc<AtomicBool>,
     pub stopping: Notify,
     /// Where every connection of this core reads into, one poll at a time.
@@ -131,7 +135,8 @@ impl Core {
             next_id: Cell::new(1),
             directory: RefCell::new(AHashMap::new()),
             claims: RefCell::new(AHashMap::new()),
-            stats: CoreStats::default(),
+            stats: Arc::default(),
+            telemetry: Default::default(),
             shutdown,
             stopping: Notify::default(),
             read_scratch: RefCell::new(vec![0; super::conn::READ_CHUNK]),
@@ -200,6 +205,7 @@ impl Core {
     pub async fn outbox_room(&self) {
         for outbox in &self.outboxes {
             if outbox.is_congested() {
+                self.stats.mailbox_full.inc();
                 outbox.room().await;
             }
         }
@@ -300,9 +306,6 @@ impl Core {
     /// Routes a message received on this core. Returns whether any
     /// subscriber matched.
     pub fn route(&self, message: &Message, now: Instant) -> bool {
-        self.stats
-            .messages_received
-            .set(self.stats.messages_received.get() + 1);
         if message.retain {
             // [MQTT-3.3.1-5]/[MQTT-3.3.1-6]: store or, with an empty
             // payload, clear; on every core's replica.
@@ -314,7 +317,12 @@ impl Core {
                 message: stored.clone(),
             });
         }
-        self.deliver_local(message, true, now)
+        let matched = self.deliver_local(message, true, now);
+        if !matched && !message.retain {
+            self.stats
+                .dropped(super::stats::DropCause::NoSubscribers, 1);
+        }
+        matched
     }
 
     /// Delivers `message` to this core's matching sessions. On the core
@@ -397,13 +405,16 @@ impl Core {
         };
         match &slot.link {
             Some(link) => {
+                // Retained messages sent on subscribe are not latency samples.
+                let sample = !plan.retain && self.telemetry.sampling();
                 let mut out = link.out.borrow_mut();
                 let before = out.len();
                 slot.state.deliver(message.clone(), plan, now, &mut out);
                 if out.len() > before {
-                    self.stats
-                        .messages_sent
-                        .set(self.stats.messages_sent.get() + 1);
+                    // Counted as sent when written (see `conn::flush`).
+                    if sample {
+                        link.stamps.push(message.received_at);
+                    }
                     link.notify.notify();
                 }
             }
@@ -412,6 +423,7 @@ impl Core {
                     .deliver(message.clone(), plan, now, &mut BytesMut::new());
             }
         }
+        self.stats.drain_drops(&mut slot.state.drops);
     }
 
     /// Registers a subscription on every replica.

@@ -10,10 +10,13 @@
 pub mod config;
 mod conn;
 mod core;
+mod http;
 mod mailbox;
+mod metrics;
 mod notify;
 mod sessions;
 mod stats;
+mod sys_topics;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -59,6 +62,7 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), String>>>,
+    stats: Option<http::StatsServer>,
 }
 
 impl Server {
@@ -78,6 +82,17 @@ impl Server {
         let mesh: MeshBuilder<Batch, Full> =
             MeshBuilder::full(cores, config.executor.mailbox_capacity);
         let shutdown = Arc::new(AtomicBool::new(false));
+        let hub = metrics::StatsHub::new(cores, config.stats.enabled);
+        let stats = match config.stats.enabled {
+            true => Some(
+                http::StatsServer::start(config.stats.listen, hub.clone(), shutdown.clone())
+                    .map_err(|source| ServerError::Bind {
+                        addr: config.stats.listen,
+                        source,
+                    })?,
+            ),
+            false => None,
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut threads = Vec::with_capacity(cores);
         for (id, listener) in listeners.into_iter().enumerate() {
@@ -96,6 +111,7 @@ impl Server {
                 shutdown.clone(),
                 ready_tx.clone(),
             );
+            let hub = hub.clone();
             let fd = listener.into_raw_fd();
             let thread = std::thread::Builder::new()
                 .name(format!("vane-core-{id}"))
@@ -111,7 +127,7 @@ impl Server {
                     executor.run(async move {
                         // SAFETY: `fd` is a listening socket this thread owns.
                         let listener = unsafe { TcpListener::from_raw_fd(fd) };
-                        run_core(id, cores, config, listener, mesh, shutdown, ready).await
+                        run_core(id, config, listener, mesh, shutdown, ready, hub).await
                     })
                 })
                 .map_err(|e| ServerError::Kernel(format!("cannot start a core thread: {e}")))?;
@@ -122,6 +138,7 @@ impl Server {
             addr,
             shutdown,
             threads,
+            stats,
         };
         for _ in 0..cores {
             match ready_rx.recv() {
@@ -144,6 +161,11 @@ impl Server {
         self.addr
     }
 
+    /// The address the stats listener is bound to, if it is enabled.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats.as_ref().map(http::StatsServer::local_addr)
+    }
+
     /// A flag that, once set, shuts the broker down (used by signals).
     pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
         self.shutdown.clone()
@@ -153,6 +175,9 @@ impl Server {
         self.shutdown.store(true, Ordering::Relaxed);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(stats) = &mut self.stats {
+            stats.join();
         }
     }
 
@@ -190,18 +215,22 @@ impl Drop for Server {
 
 async fn run_core(
     id: usize,
-    ncores: usize,
     config: Config,
     listener: TcpListener,
     mesh: MeshBuilder<Batch, Full>,
     shutdown: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
+    hub: Arc<metrics::StatsHub>,
 ) -> Result<(), String> {
+    let ncores = hub.cores.len();
     let (senders, mut receivers) = mesh
         .join()
         .await
         .map_err(|_| "cannot join the core mesh".to_string())?;
-    let core = Rc::new(Core::new(id, ncores, &config, shutdown));
+    let mut core = Core::new(id, ncores, &config, shutdown);
+    core.stats = hub.cores[id].clone();
+    core.telemetry = hub.telemetry(id);
+    let core = Rc::new(core);
     let mut tasks = Vec::new();
     tasks.push(glommio::spawn_local(dispatch_self(core.clone())));
     let senders = Rc::new(senders);
@@ -228,9 +257,19 @@ async fn run_core(
         }));
     }
     let sweeper = glommio::spawn_local(sweep(core.clone()));
+    if id == 0 && config.stats.sys_interval > 0 {
+        let interval = Duration::from_secs(config.stats.sys_interval);
+        tasks.push(glommio::spawn_local(sys_topics::run(
+            core.clone(),
+            hub.clone(),
+            interval,
+        )));
+    }
     let _ = ready.send(Ok(()));
     tracing::info!(core = id, addr = ?listener.local_addr().ok(), "core listening");
+    core.stats.accepting.set(1);
     accept_loop(core.clone(), listener).await;
+    core.stats.accepting.set(0);
 
     // Shutdown: every connection gets DISCONNECT 0x8B and closes.
     core.kill_all(DisconnectReasonCode::ServerShuttingDown);
@@ -266,9 +305,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
             }
         };
         if active.get() >= core.max_connections {
-            core.stats
-                .connections_rejected
-                .set(core.stats.connections_rejected.get() + 1);
+            core.stats.reject(stats::Reject::ConnectionLimit);
             tracing::debug!(
                 core = core.id,
                 "connection limit reached; closing new connection"
@@ -282,6 +319,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
         core.stats
             .connections_accepted
             .set(core.stats.connections_accepted.get() + 1);
+        core.stats.connections_current.inc();
         active.set(active.get() + 1);
         let (core, active) = (core.clone(), active.clone());
         glommio::spawn_local(async move {
@@ -326,6 +364,7 @@ async fn sweep(core: Rc<Core>) {
             core.stopping.notify();
         }
         core.sweep(Instant::now());
+        metrics::tick(&core);
     }
 }
 

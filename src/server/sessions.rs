@@ -27,6 +27,8 @@ pub struct ConnLink {
     pub out: RefCell<BytesMut>,
     pub notify: Notify,
     killed: Cell<Option<DisconnectReasonCode>>,
+    /// When the messages now in `out` were received: latency samples.
+    pub stamps: super::metrics::LatencyStamps,
 }
 
 impl ConnLink {
@@ -179,6 +181,13 @@ impl Sessions {
             }
         }
         (expired, wills)
+    }
+
+    /// Visits every session, online or not (the stats tick's walk).
+    pub fn for_each_mut(&mut self, mut visit: impl FnMut(&mut SessionSlot)) {
+        for slot in self.slots.iter_mut().flatten() {
+            visit(slot);
+        }
     }
 
     pub fn live_links(&self) -> Vec<Rc<ConnLink>> {
