@@ -107,6 +107,15 @@ impl DeliveryPlan {
         }
     }
 
+    /// A placeholder plan: QoS 0, no flags, no identifiers.
+    pub fn empty() -> Self {
+        DeliveryPlan {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            subscription_ids: SmallVec::new(),
+        }
+    }
+
     /// Folds another matching subscription of the same session into this
     /// plan: one delivery at the highest QoS, with every identifier
     /// (5.0 §3.3.4, overlapping subscriptions).

@@ -111,7 +111,12 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
                 peer_gone = true;
                 break lost(&conn, "connection closed by the client");
             }
-            Wake::Read(Ok(_)) => {}
+            Wake::Read(Ok(_)) => {
+                // glommio's read succeeds without yielding while the socket
+                // has data, so a busy publisher would never let this core's
+                // writers run: give them their turn after every chunk.
+                future::yield_now().await;
+            }
             Wake::Read(Err(error)) => {
                 peer_gone = true;
                 break lost(&conn, &error.to_string());
@@ -156,9 +161,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
 async fn linger(stream: &mut TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
     let mut discard = [0u8; 512];
-    let drain = async {
-        while let Ok(1..) = stream.read(&mut discard).await {}
-    };
+    let drain = async { while let Ok(1..) = stream.read(&mut discard).await {} };
     future::or(drain, glommio::timer::sleep(LINGER)).await;
 }
 
@@ -243,6 +246,7 @@ async fn flush(
             (out.split(), link.stamps.take())
         };
         stream.write_all(&chunk).await?;
+        link.drained_to(link.out.borrow().len(), core.backpressure_mark);
         super::metrics::count_sent(&core.stats, &chunk);
         core.telemetry.written(&stamps);
     }
@@ -315,6 +319,7 @@ async fn handle_event(
             }
             let reason = (!matched).then_some(PubAckReasonCode::NoMatchingSubscribers);
             conn.publish_routed(ack, reason, &mut link.out.borrow_mut());
+            core.wait_for_consumers().await;
             core.outbox_room().await;
             None
         }
@@ -323,6 +328,11 @@ async fn handle_event(
             let mut codes = Vec::with_capacity(subscribe.subscriptions.len());
             let mut retained_for = Vec::new();
             for sub in subscribe.subscriptions {
+                if core.deny_subscribe.contains(&sub.filter) {
+                    // Refused by configuration: 0x80 ([MQTT-3.9.3-2]).
+                    codes.push(SubAckReasonCode::UnspecifiedError);
+                    continue;
+                }
                 let entry = SubscriptionEntry {
                     options: sub.options,
                     identifier: subscribe.properties.subscription_identifier,

@@ -62,6 +62,10 @@ use super::notify::Notify;
 use super::sessions::{ConnLink, SessionSlot, Sessions};
 use super::stats::CoreStats;
 
+/// How long a subscriber may take to drain below the back-pressure mark
+/// before it counts as a slow consumer.
+pub const SLOW_CONSUMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Home core of a client id.
 pub fn home_core(client_id: &[u8], ncores: usize) -> usize {
     // Fixed seeds: every core must compute the same home.
@@ -106,8 +110,15 @@ pub struct Core {
     pub telemetry: super::metrics::Telemetry,
     pub shutdown: Arc<AtomicBool>,
     pub stopping: Notify,
+    /// Output size of a subscriber above which whoever is feeding it (a
+    /// publisher's task, a mailbox receiver) waits for it to drain.
+    pub backpressure_mark: usize,
+    /// Subscribers found over `backpressure_mark` since the last wait.
+    congested: RefCell<Vec<Rc<ConnLink>>>,
     /// Where every connection of this core reads into, one poll at a time.
     pub read_scratch: RefCell<Vec<u8>>,
+    /// Filters whose SUBSCRIBE is refused (`deny_subscribe`).
+    pub deny_subscribe: Vec<TopicFilter>,
     /// Scratch for merging the plans of one PUBLISH, reused across calls.
     plans: RefCell<Vec<(SessionKey, DeliveryPlan)>>,
 }
@@ -139,7 +150,14 @@ impl Core {
             telemetry: Default::default(),
             shutdown,
             stopping: Notify::default(),
+            backpressure_mark: (config.limits.write_buffer_cap / 4).max(1),
+            congested: RefCell::new(Vec::new()),
             read_scratch: RefCell::new(vec![0; super::conn::READ_CHUNK]),
+            deny_subscribe: config
+                .deny_subscribe
+                .iter()
+                .filter_map(|f| TopicFilter::try_from(f.as_str()).ok())
+                .collect(),
             plans: RefCell::new(Vec::new()),
         }
     }
@@ -207,6 +225,40 @@ impl Core {
             if outbox.is_congested() {
                 self.stats.mailbox_full.inc();
                 outbox.room().await;
+            }
+        }
+    }
+
+    /// Back-pressure towards local subscribers: waits until every
+    /// subscriber this task just filled past the mark has drained below it.
+    /// One that does not drain within [`SLOW_CONSUMER_GRACE`] is marked a
+    /// slow consumer and no longer waited for: it must not slow anyone else
+    /// (its QoS 0 overflow is dropped at its cap instead).
+    pub async fn wait_for_consumers(&self) {
+        loop {
+            let Some(link) = self.congested.borrow_mut().pop() else {
+                return;
+            };
+            if link.is_slow() || link.out.borrow().len() < self.backpressure_mark {
+                continue;
+            }
+            let drained = futures_lite::future::or(
+                async {
+                    link.drained(self.backpressure_mark).await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(SLOW_CONSUMER_GRACE).await;
+                    false
+                },
+            )
+            .await;
+            if !drained {
+                link.mark_slow();
+                tracing::debug!(
+                    core = self.id,
+                    "slow consumer: its QoS 0 overflow will be dropped"
+                );
             }
         }
     }
@@ -362,17 +414,18 @@ impl Core {
         // One delivery per session: overlapping subscriptions merge into the
         // highest QoS with every subscription identifier (5.0 §3.3.4).
         plans.sort_unstable_by_key(|(key, _)| *key);
-        let mut merged: Vec<(SessionKey, DeliveryPlan)> = Vec::with_capacity(plans.len());
-        for (key, plan) in plans.drain(..) {
-            match merged.last_mut() {
-                Some((last, existing)) if *last == key => existing.merge(plan),
-                _ => merged.push((key, plan)),
+        plans.dedup_by(|later, earlier| {
+            if later.0 != earlier.0 {
+                return false;
             }
-        }
-        drop(plans);
-        for (key, plan) in merged {
+            let plan = std::mem::replace(&mut later.1, DeliveryPlan::empty());
+            earlier.1.merge(plan);
+            true
+        });
+        for (key, plan) in plans.drain(..) {
             self.deliver_to(key, message, plan, now);
         }
+        drop(plans);
         for (key, entry) in shared {
             if usize::from(key.core) == self.id {
                 let plan = DeliveryPlan::new(message, &entry, false);
@@ -416,6 +469,9 @@ impl Core {
                         link.stamps.push(message.received_at);
                     }
                     link.notify.notify();
+                }
+                if out.len() >= self.backpressure_mark && !link.is_slow() {
+                    self.congested.borrow_mut().push(link.clone());
                 }
             }
             None => {

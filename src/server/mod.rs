@@ -252,6 +252,10 @@ async fn run_core(
                 for msg in batch {
                     core.dispatch(msg, now);
                 }
+                // Not reading the next batch while local subscribers catch
+                // up fills the mesh channel, which stops the sending core's
+                // publishers: back-pressure across cores.
+                core.wait_for_consumers().await;
             }
             tracing::trace!(core = core.id, peer, "mesh channel closed");
         }));

@@ -27,6 +27,12 @@ pub struct ConnLink {
     pub out: RefCell<BytesMut>,
     pub notify: Notify,
     killed: Cell<Option<DisconnectReasonCode>>,
+    /// Set once the client failed to drain its output within the grace
+    /// period: a slow consumer no longer holds publishers back, and QoS 0
+    /// beyond its cap is dropped. Cleared when its output empties.
+    slow: Cell<bool>,
+    /// Publishers waiting for `out` to drain below the back-pressure mark.
+    drain_waiters: RefCell<Vec<std::task::Waker>>,
     /// When the messages now in `out` were received: latency samples.
     pub stamps: super::metrics::LatencyStamps,
 }
@@ -38,10 +44,49 @@ impl ConnLink {
             self.killed.set(Some(reason));
         }
         self.notify.notify();
+        for waker in self.drain_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
     }
 
     pub fn killed(&self) -> Option<DisconnectReasonCode> {
         self.killed.get()
+    }
+
+    pub fn is_slow(&self) -> bool {
+        self.slow.get()
+    }
+
+    pub fn mark_slow(&self) {
+        self.slow.set(true);
+    }
+
+    /// Called by the connection's writer whenever `out` shrank: wakes the
+    /// publishers waiting on it once it is under `mark` bytes, and forgives
+    /// a slow consumer once it has caught up completely.
+    pub fn drained_to(&self, len: usize, mark: usize) {
+        if len == 0 {
+            self.slow.set(false);
+        }
+        if len < mark {
+            for waker in self.drain_waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Resolves once `out` holds fewer than `mark` bytes or the connection
+    /// is closing.
+    pub async fn drained(&self, mark: usize) {
+        std::future::poll_fn(|cx| {
+            if self.out.borrow().len() < mark || self.killed.get().is_some() {
+                std::task::Poll::Ready(())
+            } else {
+                self.drain_waiters.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 }
 
