@@ -16,8 +16,10 @@
 #   LOADGEN_CPUS  taskset list for vane-loadgen (default 1)
 #   LOADGEN_CORES executors for vane-loadgen (default: CPUs in LOADGEN_CPUS)
 #   VANE_CORES    executors for Vane (default: CPUs in BROKER_CPUS)
-#   VANE_CMD      how to start Vane; {PORT} is replaced by the port
-#                 (default "target/release/vane --listen 127.0.0.1:{PORT} --cores $VANE_CORES")
+#   VANE_CMD      how to start Vane; {PORT} is replaced by the port and
+#                 {STATS_PORT} by another free one (default "target/release/vane
+#                 --listen 127.0.0.1:{PORT} --cores $VANE_CORES", plus
+#                 "--stats-listen 127.0.0.1:{STATS_PORT}" when the binary has it)
 #   EXTRA_ARGS    extra vane-loadgen options for every scenario
 #   RESULTS       output file (default benches/RESULTS.md); OUT_DIR keeps the JSON
 set -euo pipefail
@@ -36,7 +38,15 @@ for part in sys.argv[1].split(','):
 print(n)" "$1"; }
 LOADGEN_CORES=${LOADGEN_CORES:-$(count_cpus "$LOADGEN_CPUS")}
 VANE_CORES=${VANE_CORES:-$(count_cpus "$BROKER_CPUS")}
-VANE_CMD=${VANE_CMD:-"target/release/vane --listen 127.0.0.1:{PORT} --cores $VANE_CORES"}
+VANE_BIN_DEFAULT=target/release/vane
+if [ -z "${VANE_CMD:-}" ]; then
+    VANE_CMD="$VANE_BIN_DEFAULT --listen 127.0.0.1:{PORT} --cores $VANE_CORES"
+    # Newer builds also serve stats over HTTP (default port 9100, which may
+    # be taken): give them a free port of their own.
+    if [ -x "$VANE_BIN_DEFAULT" ] && "$VANE_BIN_DEFAULT" --help 2>/dev/null | grep -q -- --stats-listen; then
+        VANE_CMD="$VANE_CMD --stats-listen 127.0.0.1:{STATS_PORT}"
+    fi
+fi
 EXTRA_ARGS=${EXTRA_ARGS:-}
 RESULTS=${RESULTS:-benches/RESULTS.md}
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/vane-compare.XXXXXX)}
@@ -102,8 +112,10 @@ CONF
             taskset -c "$BROKER_CPUS" "$MOSQUITTO" -c "$OUT_DIR/mosquitto.conf" >"$OUT_DIR/mosquitto.log" 2>&1 &
             ;;
         vane)
+            local cmd=${VANE_CMD//\{PORT\}/$port}
+            cmd=${cmd//\{STATS_PORT\}/$(free_port)}
             # shellcheck disable=SC2086
-            taskset -c "$BROKER_CPUS" ${VANE_CMD//\{PORT\}/$port} >"$OUT_DIR/vane.log" 2>&1 &
+            taskset -c "$BROKER_CPUS" $cmd >"$OUT_DIR/vane.log" 2>&1 &
             ;;
     esac
     BROKER_PID=$!

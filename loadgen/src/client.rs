@@ -135,6 +135,8 @@ pub struct Conn {
     /// Broker's Receive Maximum (5.0), capping our inflight window.
     pub broker_receive_max: u16,
     ping_sent: Cell<Option<Instant>>,
+    /// Ours, or the broker's Server Keep Alive (5.0) when it sets one.
+    keepalive: Duration,
     pub sub: Option<SubState>,
 }
 
@@ -359,6 +361,12 @@ pub async fn open(ctx: &Rc<Ctx>, hello: Hello) -> Result<Rc<Conn>, String> {
         next_pid: Cell::new(1),
         broker_receive_max: receive_max,
         ping_sent: Cell::new(None),
+        keepalive: Duration::from_secs(
+            connack
+                .properties
+                .server_keep_alive
+                .unwrap_or(plan.keepalive) as u64,
+        ),
         sub: hello.sub,
     });
     ctx.open.set(ctx.open.get() + 1);
@@ -370,7 +378,7 @@ pub async fn open(ctx: &Rc<Ctx>, hello: Hello) -> Result<Rc<Conn>, String> {
 
 /// Flushes the outbox; sends PINGREQ when idle and notices a silent broker.
 async fn writer(ctx: Rc<Ctx>, conn: Rc<Conn>, stream: Shared) {
-    let keepalive = Duration::from_secs(ctx.plan.keepalive as u64);
+    let keepalive = conn.keepalive;
     let mut spare = BytesMut::new();
     loop {
         if conn.is_closed() {

@@ -426,10 +426,10 @@ async fn publish_loop(ctx: Rc<Ctx>, conn: Rc<Conn>, gi: usize, i: usize, start: 
         if g.qos != QoS::AtMostOnce && conn.inflight_len() >= window
             || conn.out.borrow().len() >= OUTBOX_CAP
         {
+            // Woken by an ack, a flushed outbox or a close; the timeout
+            // only re-checks the deadline.
             pushed_back = true;
-            let left =
-                Duration::from_nanos(end.saturating_sub(now)).min(Duration::from_millis(100));
-            conn.progress.wait_for(left).await;
+            conn.progress.wait_for(Duration::from_millis(100)).await;
             continue;
         }
         let topic = match &fixed_topic {
