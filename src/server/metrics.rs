@@ -33,9 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use smallvec::SmallVec;
@@ -432,6 +430,9 @@ pub enum Kind {
     Counter,
     Gauge,
     Histogram,
+    /// Quantiles with a sum and a count. prometheus-client has no summary
+    /// type, so these families are written by [`write_summary`].
+    Summary,
 }
 
 /// One sample's value.
@@ -444,6 +445,12 @@ pub enum Value {
         sum: f64,
         count: u64,
         buckets: Vec<(f64, u64)>,
+    },
+    /// Sum, count and `(quantile, value)` pairs.
+    Summary {
+        sum: f64,
+        count: u64,
+        quantiles: Vec<(f64, f64)>,
     },
 }
 
@@ -833,17 +840,23 @@ fn latency_families(b: &mut Builder, latest: &Latest) {
         }
     }
     let family = b.family(
-        "vane_publish_latency_quantile_seconds",
+        "vane_publish_latency_window_seconds",
         "Quantiles of publish-to-deliver latency over the last 10 to 20 seconds (HDR histogram, sampled).",
-        Kind::Gauge,
+        Kind::Summary,
     );
     for snap in latest.iter().flatten() {
-        for q in QUANTILES {
-            family.samples.push(Sample {
-                labels: vec![("core", snap.core.to_string()), ("quantile", q.to_string())],
-                value: Value::Float(snap.window.value_at_quantile(q) as f64 / 1e9),
-            });
-        }
+        let w = &snap.window;
+        family.samples.push(Sample {
+            labels: vec![("core", snap.core.to_string())],
+            value: Value::Summary {
+                sum: w.mean() * w.len() as f64 / 1e9,
+                count: w.len(),
+                quantiles: QUANTILES
+                    .iter()
+                    .map(|&q| (q, w.value_at_quantile(q) as f64 / 1e9))
+                    .collect(),
+            },
+        });
     }
 }
 
@@ -967,11 +980,16 @@ impl Collector for Exposition {
                 ),
                 Kind::Gauge => (family.name, MetricType::Gauge),
                 Kind::Histogram => (family.name, MetricType::Histogram),
+                Kind::Summary => continue,
             };
             let mut metric = encoder.encode_descriptor(name, family.help, None, kind)?;
             for sample in &family.samples {
-                let sample_encoder = metric.encode_family(&sample.labels)?;
-                encode_value(family.kind, &sample.value, sample_encoder)?;
+                if sample.labels.is_empty() {
+                    encode_value(family.kind, &sample.value, &mut metric)?;
+                } else {
+                    let mut labelled = metric.encode_family(&sample.labels)?;
+                    encode_value(family.kind, &sample.value, &mut labelled)?;
+                }
             }
         }
         Ok(())
@@ -981,39 +999,80 @@ impl Collector for Exposition {
 fn encode_value(
     kind: Kind,
     value: &Value,
-    encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    encoder: &mut MetricEncoder<'_>,
 ) -> Result<(), std::fmt::Error> {
-    match (kind, value) {
-        (Kind::Counter, Value::Int(v)) => ConstCounter::new(*v).encode(encoder),
-        (Kind::Counter, Value::Float(v)) => ConstCounter::new(*v).encode(encoder),
-        (Kind::Gauge, Value::Int(v)) => {
-            ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(encoder)
+    match value {
+        Value::Int(v) if kind == Kind::Counter => {
+            encoder.encode_counter::<NoLabelSet, _, u64>(v, None)
         }
-        (Kind::Gauge, Value::Float(v)) => ConstGauge::new(*v).encode(encoder),
-        (
-            Kind::Histogram,
-            Value::Histogram {
-                sum,
-                count,
-                buckets,
-            },
-        ) => {
-            let mut encoder = encoder;
-            encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                *sum, *count, buckets, None,
-            )
+        Value::Int(v) => encoder.encode_gauge(&i64::try_from(*v).unwrap_or(i64::MAX)),
+        Value::Float(v) if kind == Kind::Counter => {
+            encoder.encode_counter::<NoLabelSet, _, f64>(v, None)
         }
-        _ => Ok(()),
+        Value::Float(v) => encoder.encode_gauge(v),
+        Value::Histogram {
+            sum,
+            count,
+            buckets,
+        } => encoder.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None),
+        Value::Summary { .. } => Ok(()),
     }
 }
 
-/// OpenMetrics text (what prometheus-client writes), for scrapers that
-/// ask for `application/openmetrics-text`.
+/// Appends a summary family in the text format (the same in OpenMetrics
+/// and in 0.0.4 for summaries).
+fn write_summary(out: &mut String, family: &Family) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+    let _ = writeln!(out, "# TYPE {} summary", family.name);
+    for sample in &family.samples {
+        let Value::Summary {
+            sum,
+            count,
+            quantiles,
+        } = &sample.value
+        else {
+            continue;
+        };
+        let labels: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+            .collect();
+        let labels = labels.join(",");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (q, v) in quantiles {
+            let _ = writeln!(out, "{}{{{labels}{sep}quantile=\"{q}\"}} {v}", family.name);
+        }
+        let _ = writeln!(out, "{}_sum{{{labels}}} {sum}", family.name);
+        let _ = writeln!(out, "{}_count{{{labels}}} {count}", family.name);
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// OpenMetrics text (what prometheus-client writes, plus the summaries),
+/// for scrapers that ask for `application/openmetrics-text`.
 pub fn openmetrics(families: Vec<Family>) -> String {
+    let summaries: Vec<Family> = families
+        .iter()
+        .filter(|f| f.kind == Kind::Summary)
+        .cloned()
+        .collect();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Exposition(families)));
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    prometheus_client::encoding::text::encode_registry(&mut out, &registry)
+        .expect("writing to a String");
+    for family in &summaries {
+        write_summary(&mut out, family);
+    }
+    prometheus_client::encoding::text::encode_eof(&mut out).expect("writing to a String");
     out
 }
 
@@ -1077,6 +1136,18 @@ pub fn json(hub: &StatsHub, families: &[Family], latest: &Latest) -> serde_json:
                         total += *count as f64;
                         json!({ "sum": sum, "count": count })
                     }
+                    Value::Summary {
+                        sum,
+                        count,
+                        quantiles,
+                    } => {
+                        total += *count as f64;
+                        let q: Map<String, J> = quantiles
+                            .iter()
+                            .map(|(q, v)| (q.to_string(), json!(v)))
+                            .collect();
+                        json!({ "sum": sum, "count": count, "quantiles": q })
+                    }
                 };
                 json!({ "labels": labels, "value": value })
             })
@@ -1085,6 +1156,7 @@ pub fn json(hub: &StatsHub, families: &[Family], latest: &Latest) -> serde_json:
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
         };
         metrics.insert(
             family.name.to_string(),
