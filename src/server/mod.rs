@@ -227,6 +227,12 @@ async fn run_core(
         .join()
         .await
         .map_err(|_| "cannot join the core mesh".to_string())?;
+    // The mesh numbers its peers by executor id, in whatever order the
+    // threads built their executors, not by spawn index: a core's id must
+    // be its mesh peer id, or `send_to(peer)` reaches the wrong core (or
+    // itself) and cross-core messages are lost.
+    let _ = id;
+    let id = senders.peer_id();
     let mut core = Core::new(id, ncores, &config, shutdown);
     core.stats = hub.cores[id].clone();
     core.telemetry = hub.telemetry(id);
@@ -327,7 +333,9 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
         active.set(active.get() + 1);
         let (core, active) = (core.clone(), active.clone());
         glommio::spawn_local(async move {
-            conn::serve(core, stream, peer).await;
+            let fut = conn::serve(core, stream, peer);
+            eprintln!("SIZE serve future {}", std::mem::size_of_val(&fut));
+            fut.await;
             active.set(active.get() - 1);
         })
         .detach();
