@@ -333,9 +333,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
         active.set(active.get() + 1);
         let (core, active) = (core.clone(), active.clone());
         glommio::spawn_local(async move {
-            let fut = conn::serve(core, stream, peer);
-            eprintln!("SIZE serve future {}", std::mem::size_of_val(&fut));
-            fut.await;
+            conn::serve(core, stream, peer).await;
             active.set(active.get() - 1);
         })
         .detach();
