@@ -125,6 +125,14 @@ impl Prometheus {
 
     /// The value of an instant query's first result, if it has one.
     fn query(&self, promql: &str) -> Option<String> {
+        let json = self.query_json(promql)?;
+        json["data"]["result"][0]["value"][1]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The whole answer to an instant query (errors included).
+    fn query_json(&self, promql: &str) -> Option<serde_json::Value> {
         let encoded: String = promql
             .bytes()
             .map(|b| match b {
@@ -135,15 +143,9 @@ impl Prometheus {
         let addr = self.addr.parse().unwrap();
         let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
         drop(stream);
-        let (status, body) = http_get(addr, &format!("/api/v1/query?query={encoded}"), &[]);
-        if status != 200 {
-            return None;
-        }
+        let (_, body) = http_get(addr, &format!("/api/v1/query?query={encoded}"), &[]);
         let json = &body[body.find('{')?..=body.rfind('}')?];
-        let json: serde_json::Value = serde_json::from_str(json).ok()?;
-        json["data"]["result"][0]["value"][1]
-            .as_str()
-            .map(str::to_string)
+        serde_json::from_str(json).ok()
     }
 
     fn log(&self) -> String {
@@ -182,6 +184,25 @@ fn prometheus_scrapes_the_connection_count() {
         prometheus.log()
     );
     assert_eq!(prometheus.query("up{job=\"vane\"}").as_deref(), Some("1"));
+
+    // Every query of the Grafana dashboard in deploy/ is valid PromQL over
+    // these metrics.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../deploy/grafana-dashboard.json")).unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$instance", ".*")
+                .replace("$__rate_interval", "5s");
+            let answer = prometheus.query_json(&expr).expect("an answer");
+            assert_eq!(answer["status"], "success", "{expr}: {answer}");
+            queries += 1;
+        }
+    }
+    assert!(queries > 20);
     for client in clients {
         client.disconnect();
     }
