@@ -232,6 +232,8 @@ pub enum Next {
 pub struct Raw {
     stream: TcpStream,
     buf: BytesMut,
+    /// Packets read while waiting for something else, handed out first.
+    stash: VecDeque<Packet>,
     pub version: ProtocolVersion,
 }
 
@@ -243,6 +245,7 @@ impl Raw {
         Raw {
             stream,
             buf: BytesMut::new(),
+            stash: VecDeque::new(),
             version,
         }
     }
@@ -319,6 +322,9 @@ impl Raw {
 
     /// Reads the next packet, waiting at most `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Next {
+        if let Some(packet) = self.stash.pop_front() {
+            return Next::Packet(packet);
+        }
         let deadline = Instant::now() + timeout;
         let decoder = Decoder::new(self.version, MAX_PACKET_SIZE_LIMIT);
         loop {
@@ -388,10 +394,15 @@ impl Raw {
             QosPid::AtLeastOnce(id) => self.send(&Packet::PubAck(PubAck::new(id))),
             QosPid::ExactlyOnce(id) => {
                 self.send(&Packet::PubRec(PubRec::new(id)));
-                match self.expect() {
-                    Packet::PubRel(rel) => assert_eq!(rel.pid, id),
-                    other => panic!("expected PUBREL, got {other:?}"),
+                let mut other = Vec::new();
+                loop {
+                    match self.expect() {
+                        Packet::PubRel(rel) if rel.pid == id => break,
+                        p @ Packet::Publish(_) => other.push(p),
+                        p => panic!("expected PUBREL, got {p:?}"),
+                    }
                 }
+                self.stash.extend(other);
                 self.send(&Packet::PubComp(PubComp::new(id)));
             }
         }
