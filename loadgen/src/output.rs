@@ -90,7 +90,7 @@ pub fn write_csv(path: &Path, timeline: &[Second]) -> io::Result<()> {
     std::fs::write(path, csv(timeline))
 }
 
-const W: f64 = 1100.0;
+const W: f64 = 1150.0;
 const H: f64 = 420.0;
 const PANEL_W: f64 = 460.0;
 const PANEL_H: f64 = 300.0;
@@ -161,14 +161,14 @@ fn y_ticks(o: &mut String, x0: f64, max: f64, fmt: impl Fn(f64) -> String) {
     }
 }
 
-fn polyline(o: &mut String, pts: &[(f64, f64)], color: &str) {
+fn polyline(o: &mut String, pts: &[(f64, f64)], color: &str, dash: &str) {
     if pts.is_empty() {
         return;
     }
     let d: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
     let _ = writeln!(
         o,
-        r##"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"##,
+        r##"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"##,
         d.join(" ")
     );
 }
@@ -225,7 +225,7 @@ pub fn svg(report: &Report, h: &Histogram<u64>) -> String {
                 TOP + PANEL_H - PANEL_H * ms / ymax,
             ));
         }
-        polyline(&mut o, &pts, "#c0392b");
+        polyline(&mut o, &pts, "#c0392b", "none");
     } else {
         let _ = writeln!(
             o,
@@ -250,7 +250,7 @@ pub fn svg(report: &Report, h: &Histogram<u64>) -> String {
         let t = tmax * k as f64 / 4.0;
         let _ = writeln!(
             o,
-            r##"<text x="{:.1}" y="{}" text-anchor="middle" font-size="11">{t:.0}</text>"##,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle" font-size="11">{t:.1}</text>"##,
             x1 + PANEL_W * k as f64 / 4.0,
             TOP + PANEL_H + 16.0
         );
@@ -265,8 +265,8 @@ pub fn svg(report: &Report, h: &Histogram<u64>) -> String {
             })
             .collect()
     };
-    polyline(&mut o, &series(|s| s.sent_per_s), "#2980b9");
-    polyline(&mut o, &series(|s| s.received_per_s), "#27ae60");
+    polyline(&mut o, &series(|s| s.received_per_s), "#27ae60", "none");
+    polyline(&mut o, &series(|s| s.sent_per_s), "#2980b9", "6 4");
     let _ = writeln!(
         o,
         r##"<text x="{}" y="{}" font-size="12" fill="#2980b9">sent/s</text><text x="{}" y="{}" font-size="12" fill="#27ae60">received/s</text>"##,
