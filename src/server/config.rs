@@ -43,6 +43,9 @@ pub struct Config {
     pub limits: Limits,
     pub executor: ExecutorSettings,
     pub stats: StatsSettings,
+    /// Topic filters whose subscription is refused, compared as written:
+    /// SUBACK 0x80 in every version.
+    pub deny_subscribe: Vec<String>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             limits: Limits::default(),
             executor: ExecutorSettings::default(),
             stats: StatsSettings::default(),
+            deny_subscribe: Vec::new(),
         }
     }
 }
@@ -223,6 +227,15 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "limits.max_inflight and limits.receive_maximum must be at least 1".into(),
             ));
+        }
+        if let Some(bad) = self
+            .deny_subscribe
+            .iter()
+            .find(|f| crate::codec::TopicFilter::try_from(f.as_str()).is_err())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "deny_subscribe: {bad:?} is not a topic filter"
+            )));
         }
         if self.executor.mailbox_capacity == 0 {
             return Err(ConfigError::Invalid(
