@@ -4,13 +4,13 @@
 //! protocol name/level negotiation and the CONNECT flag rules. Does not own:
 //! what a server does with a client id, credentials or a will.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use super::error::DecodeError;
+use super::error::{DecodeError, EncodeError};
 use super::properties::{ConnAckProperties, ConnectProperties, WillProperties};
 use super::reason::ConnectReasonCode;
 use super::types::{ClientId, MqttStr, ProtocolVersion, QoS, TopicName};
-use super::wire::{prefixed_len, put_binary, put_str, Reader};
+use super::wire::{prefixed_len, put_binary, put_str, put_varint, varint_len, Reader, VARINT_MAX};
 use super::PacketType;
 
 const FLAG_RESERVED: u8 = 0x01;
@@ -158,16 +158,31 @@ impl Connect {
         flags
     }
 
+    /// The body lengths of the CONNECT and will property sets (0 before 5.0).
+    #[inline]
+    fn property_lens(&self) -> (usize, usize) {
+        if !self.protocol.is_v5() {
+            return (0, 0);
+        }
+        let will = self.will.as_ref().map_or(0, |w| w.properties.body_len());
+        (self.properties.body_len(), will)
+    }
+
     pub(crate) fn body_len(&self) -> usize {
+        self.body_len_with(self.property_lens())
+    }
+
+    #[inline]
+    fn body_len_with(&self, (props, will_props): (usize, usize)) -> usize {
         let v5 = self.protocol.is_v5();
         let mut len = prefixed_len(self.protocol.protocol_name().len()) + 1 + 1 + 2;
         if v5 {
-            len += self.properties.encoded_len();
+            len += varint_len(props) + props;
         }
         len += prefixed_len(self.client_id.as_mqtt_str().len());
         if let Some(will) = &self.will {
             if v5 {
-                len += will.properties.encoded_len();
+                len += varint_len(will_props) + will_props;
             }
             len += prefixed_len(will.topic.len()) + prefixed_len(will.payload.len());
         }
@@ -180,19 +195,39 @@ impl Connect {
         len
     }
 
+    /// The whole packet, as [`super::Packet::encode`] writes it, with each
+    /// property set sized once.
+    pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let lens = self.property_lens();
+        let body = self.body_len_with(lens);
+        if body > VARINT_MAX as usize {
+            return Err(EncodeError::TooLarge(body));
+        }
+        buf.reserve(1 + varint_len(body) + body);
+        buf.extend_from_slice(&[(PacketType::Connect as u8) << 4]);
+        put_varint(buf, body);
+        self.encode_body_with(lens, buf);
+        Ok(())
+    }
+
     pub(crate) fn encode_body(&self, buf: &mut BytesMut) {
+        self.encode_body_with(self.property_lens(), buf);
+    }
+
+    #[inline]
+    fn encode_body_with(&self, (props, will_props): (usize, usize), buf: &mut BytesMut) {
         let v5 = self.protocol.is_v5();
         put_binary(buf, self.protocol.protocol_name().as_bytes());
-        buf.put_u8(self.protocol.level());
-        buf.put_u8(self.flags());
-        buf.put_u16(self.keep_alive);
+        buf.extend_from_slice(&[self.protocol.level()]);
+        buf.extend_from_slice(&[self.flags()]);
+        buf.extend_from_slice(&u16::to_be_bytes(self.keep_alive));
         if v5 {
-            self.properties.encode(buf);
+            self.properties.encode_with_len(props, buf);
         }
         put_str(buf, self.client_id.as_mqtt_str());
         if let Some(will) = &self.will {
             if v5 {
-                will.properties.encode(buf);
+                will.properties.encode_with_len(will_props, buf);
             }
             put_str(buf, will.topic.as_mqtt_str());
             put_binary(buf, &will.payload);
@@ -272,12 +307,12 @@ impl ConnAck {
     pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
         let present =
             self.session_present && !self.code.is_error() && version != ProtocolVersion::V3_1;
-        buf.put_u8(u8::from(present));
+        buf.extend_from_slice(&[u8::from(present)]);
         if version.is_v5() {
-            buf.put_u8(self.code.as_u8());
+            buf.extend_from_slice(&[self.code.as_u8()]);
             self.properties.encode(buf);
         } else {
-            buf.put_u8(self.code.to_v3());
+            buf.extend_from_slice(&[self.code.to_v3()]);
         }
     }
 }

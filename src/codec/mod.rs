@@ -210,9 +210,11 @@ impl Packet {
     /// left out; CONNECT always uses its own protocol level. AUTH has no 3.x
     /// form and is written as 5.0.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        if let Packet::Publish(p) = self {
-            // The hot path: sizes the properties once.
-            return p.encode(version, buf);
+        // These two size their property sets once rather than twice.
+        match self {
+            Packet::Publish(p) => return p.encode(version, buf),
+            Packet::Connect(p) => return p.encode(buf),
+            _ => {}
         }
         let body = self.body_len(version);
         if body > VARINT_MAX as usize {

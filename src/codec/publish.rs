@@ -9,12 +9,14 @@
 
 use std::num::NonZeroU16;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
 use super::properties::{id, PublishProperties};
 use super::types::{MqttStr, PacketId, ProtocolVersion, QoS, QosPid, SubscriptionId, TopicName};
-use super::wire::{prefixed_len, put_str, put_varint, varint_len, Reader, VARINT_MAX};
+use super::wire::{
+    prefixed_len, put_fixed_header_u16, put_str, put_varint, varint_len, Reader, VARINT_MAX,
+};
 use super::PacketType;
 
 pub(crate) const FLAG_RETAIN: u8 = 0x01;
@@ -92,30 +94,26 @@ impl Publish {
                 QosPid::new(qos, Some(pid)).expect("QoS above 0 with an id")
             }
         };
-        let mut properties = PublishProperties::default();
-        if version.is_v5() {
-            properties.decode_into(r, PacketType::Publish)?;
+        let retain = flags & FLAG_RETAIN != 0;
+        if !version.is_v5() || r.skip_zero_byte() {
+            // No properties (3.x, or a zero property length): the packet is
+            // built without a property set to move around.
+            return Ok(Publish {
+                dup,
+                qos_pid,
+                retain,
+                topic: finish_topic(topic, version, false)?,
+                properties: PublishProperties::default(),
+                payload: r.rest(),
+            });
         }
-        let topic = match topic {
-            Ok(name) => name,
-            Err(topic) if topic.is_empty() && version.is_v5() => {
-                // §3.3.2.3.4: a zero-length name is how a sender uses an alias.
-                if properties.topic_alias.is_none() {
-                    return Err(DecodeError::EmptyTopicWithoutAlias);
-                }
-                TopicName::empty_for_alias()
-            }
-            Err(topic) => {
-                let field = "topic name";
-                TopicName::new(topic)
-                    .map_err(|error| DecodeError::InvalidTopicName { field, error })?
-            }
-        };
+        let mut properties = PublishProperties::default();
+        properties.decode_into(r, PacketType::Publish)?;
         Ok(Publish {
             dup,
             qos_pid,
-            retain: flags & FLAG_RETAIN != 0,
-            topic,
+            retain,
+            topic: finish_topic(topic, version, properties.topic_alias.is_some())?,
             properties,
             payload: r.rest(),
         })
@@ -148,39 +146,76 @@ impl Publish {
         if self.qos_pid.pid().is_some() {
             body += 2;
         }
-        let props = if version.is_v5() {
+        let props = if !version.is_v5() {
+            0
+        } else if self.properties.is_empty() {
+            body += 1;
+            0
+        } else {
             let props = self.properties.body_len();
             body += varint_len(props) + props;
             props
-        } else {
-            0
         };
         if body > VARINT_MAX as usize {
             return Err(EncodeError::TooLarge(body));
         }
         buf.reserve(1 + varint_len(body) + body);
-        buf.put_u8(self.first_byte());
-        put_varint(buf, body);
-        put_str(buf, self.topic.as_mqtt_str());
-        if let Some(pid) = self.qos_pid.pid() {
-            buf.put_u16(pid.get());
+        let topic = self.topic.as_mqtt_str().as_bytes();
+        put_fixed_header_u16(buf, self.first_byte(), body, topic.len() as u16);
+        buf.extend_from_slice(topic);
+        match (self.qos_pid.pid(), version.is_v5() && props == 0) {
+            // The common tails in one write each.
+            (Some(pid), true) => {
+                let [hi, lo] = pid.get().to_be_bytes();
+                buf.extend_from_slice(&[hi, lo, 0]);
+            }
+            (None, true) => buf.extend_from_slice(&[0]),
+            (pid, false) => {
+                if let Some(pid) = pid {
+                    buf.extend_from_slice(&u16::to_be_bytes(pid.get()));
+                }
+                if version.is_v5() {
+                    self.properties.encode_with_len(props, buf);
+                }
+            }
         }
-        if version.is_v5() {
-            self.properties.encode_with_len(props, buf);
-        }
-        buf.put_slice(&self.payload);
+        buf.extend_from_slice(&self.payload);
         Ok(())
     }
 
     pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
         put_str(buf, self.topic.as_mqtt_str());
         if let Some(pid) = self.qos_pid.pid() {
-            buf.put_u16(pid.get());
+            buf.extend_from_slice(&u16::to_be_bytes(pid.get()));
         }
         if version.is_v5() {
             self.properties.encode(buf);
         }
-        buf.put_slice(&self.payload);
+        buf.extend_from_slice(&self.payload);
+    }
+}
+
+/// The topic name check that comes after the properties: `topic` is either
+/// a name already checked or a string still to be checked as one.
+#[inline]
+fn finish_topic(
+    topic: Result<TopicName, MqttStr>,
+    version: ProtocolVersion,
+    has_alias: bool,
+) -> Result<TopicName, DecodeError> {
+    match topic {
+        Ok(name) => Ok(name),
+        Err(topic) if topic.is_empty() && version.is_v5() => {
+            // §3.3.2.3.4: a zero-length name is how a sender uses an alias.
+            if !has_alias {
+                return Err(DecodeError::EmptyTopicWithoutAlias);
+            }
+            Ok(TopicName::empty_for_alias())
+        }
+        Err(topic) => {
+            let field = "topic name";
+            TopicName::new(topic).map_err(|error| DecodeError::InvalidTopicName { field, error })
+        }
     }
 }
 
@@ -336,31 +371,31 @@ impl PublishTemplate {
             return Err(EncodeError::TooLarge(body));
         }
         buf.reserve(1 + varint_len(body) + body - self.payload.len());
-        buf.put_u8(publish_first_byte(d.qos_pid.qos(), d.dup, d.retain));
+        buf.extend_from_slice(&[publish_first_byte(d.qos_pid.qos(), d.dup, d.retain)]);
         put_varint(buf, body);
         if d.send_topic {
             put_str(buf, self.topic.as_mqtt_str());
         } else {
-            buf.put_u16(0);
+            buf.extend_from_slice(&u16::to_be_bytes(0));
         }
         if let Some(pid) = d.qos_pid.pid() {
-            buf.put_u16(pid.get());
+            buf.extend_from_slice(&u16::to_be_bytes(pid.get()));
         }
         if version.is_v5() {
             put_varint(buf, self.properties_len(d));
             if let Some(expiry) = d.message_expiry_interval {
-                buf.put_u8(id::MESSAGE_EXPIRY_INTERVAL);
-                buf.put_u32(expiry);
+                buf.extend_from_slice(&[id::MESSAGE_EXPIRY_INTERVAL]);
+                buf.extend_from_slice(&u32::to_be_bytes(expiry));
             }
             if let Some(alias) = d.topic_alias {
-                buf.put_u8(id::TOPIC_ALIAS);
-                buf.put_u16(alias.get());
+                buf.extend_from_slice(&[id::TOPIC_ALIAS]);
+                buf.extend_from_slice(&u16::to_be_bytes(alias.get()));
             }
             for sid in d.subscription_identifiers {
-                buf.put_u8(id::SUBSCRIPTION_IDENTIFIER);
+                buf.extend_from_slice(&[id::SUBSCRIPTION_IDENTIFIER]);
                 put_varint(buf, sid.get() as usize);
             }
-            buf.put_slice(&self.shared_properties);
+            buf.extend_from_slice(&self.shared_properties);
         }
         Ok(())
     }
@@ -374,7 +409,7 @@ impl PublishTemplate {
     ) -> Result<(), EncodeError> {
         buf.reserve(self.delivery_len(version, d));
         self.encode_header(version, d, buf)?;
-        buf.put_slice(&self.payload);
+        buf.extend_from_slice(&self.payload);
         Ok(())
     }
 }

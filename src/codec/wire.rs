@@ -7,7 +7,7 @@
 //! has reserved. Does not own: framing (see [`super::frame`]) or what a field
 //! means.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::DecodeError;
 use super::types::MqttStr;
@@ -41,10 +41,27 @@ pub fn put_varint(buf: &mut BytesMut, value: usize) {
         if value > 0 {
             byte |= 0x80;
         }
-        buf.put_u8(byte);
+        buf.extend_from_slice(&[byte]);
         if value == 0 {
             break;
         }
+    }
+}
+
+/// Writes a fixed header (`first` and the remaining length) and the Two
+/// Byte Integer after it; for remaining lengths under 16,384 as one write.
+#[inline]
+pub fn put_fixed_header_u16(buf: &mut BytesMut, first: u8, remaining: usize, next: u16) {
+    let [hi, lo] = next.to_be_bytes();
+    if remaining < 128 {
+        buf.extend_from_slice(&[first, remaining as u8, hi, lo]);
+    } else if remaining < 16_384 {
+        let low = (remaining & 0x7f) as u8 | 0x80;
+        buf.extend_from_slice(&[first, low, (remaining >> 7) as u8, hi, lo]);
+    } else {
+        buf.extend_from_slice(&[first]);
+        put_varint(buf, remaining);
+        buf.extend_from_slice(&u16::to_be_bytes(next));
     }
 }
 
@@ -120,7 +137,7 @@ impl Reader {
     #[inline]
     pub fn skip_zero_byte(&mut self) -> bool {
         if self.buf.first() == Some(&0) {
-            self.buf.advance(1);
+            self.buf.get_u8();
             true
         } else {
             false
@@ -178,7 +195,10 @@ impl Reader {
 
     /// UTF-8 Encoded String, validated per [MQTT-1.5.4-1] and [MQTT-1.5.4-2]
     /// (5.0) / [MQTT-1.5.3-1] and [MQTT-1.5.3-2] (3.1.1).
-    #[inline]
+    ///
+    /// Always inlined: returned through memory, the result is read back
+    /// with wider loads than it was written with, which stalls.
+    #[inline(always)]
     pub fn string(&mut self, field: &'static str) -> Result<MqttStr, DecodeError> {
         let raw = self.binary(field)?;
         MqttStr::from_bytes(raw).map_err(|error| DecodeError::InvalidString { field, error })
@@ -208,8 +228,8 @@ pub fn put_str(buf: &mut BytesMut, s: &MqttStr) {
 #[inline]
 pub fn put_binary(buf: &mut BytesMut, bytes: &[u8]) {
     debug_assert!(bytes.len() <= u16::MAX as usize);
-    buf.put_u16(bytes.len() as u16);
-    buf.put_slice(bytes);
+    buf.extend_from_slice(&u16::to_be_bytes(bytes.len() as u16));
+    buf.extend_from_slice(bytes);
 }
 
 /// Encoded size of a UTF-8 string or Binary Data field.
