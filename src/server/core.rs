@@ -103,6 +103,12 @@ pub struct Core {
     /// Client ids this core is home for, and who owns each.
     directory: RefCell<AHashMap<MqttStr, Claimant>>,
     claims: RefCell<AHashMap<u64, ClaimWaiter>>,
+    /// Client ids with a claim on this core whose session is not yet
+    /// installed, and how many such claims each has.
+    installing: RefCell<AHashMap<MqttStr, usize>>,
+    /// Evictions that found no session because its claim was still being
+    /// installed: carried out once it is (see `evict`).
+    deferred_evictions: RefCell<AHashMap<MqttStr, (Claimant, bool)>>,
     /// This core's counters: written only here, read by the stats
     /// endpoint and the $SYS publisher (see `stats.rs`).
     pub stats: Arc<CoreStats>,
@@ -146,6 +152,8 @@ impl Core {
             next_id: Cell::new(1),
             directory: RefCell::new(AHashMap::new()),
             claims: RefCell::new(AHashMap::new()),
+            installing: RefCell::new(AHashMap::new()),
+            deferred_evictions: RefCell::new(AHashMap::new()),
             stats: Arc::default(),
             telemetry: Default::default(),
             shutdown,
@@ -489,6 +497,11 @@ impl Core {
         filter: &TopicFilter,
         entry: SubscriptionEntry,
     ) {
+        if self.sessions.borrow_mut().get_mut(key).is_none() {
+            // The session was taken over while its connection was being
+            // set up: registering would leave a subscription nobody owns.
+            return;
+        }
         self.trie.borrow_mut().insert(filter, key, entry);
         self.broadcast(|| CoreMsg::Subscribe {
             key,
@@ -526,6 +539,11 @@ impl Core {
                 result: result.clone(),
             },
         );
+        *self
+            .installing
+            .borrow_mut()
+            .entry(client_id.clone())
+            .or_insert(0) += 1;
         self.send(
             home_core(client_id.as_bytes(), self.ncores),
             CoreMsg::Claim {
@@ -542,6 +560,16 @@ impl Core {
     /// The previous owner's side of a takeover.
     fn evict(&self, client_id: &MqttStr, claimant: Claimant, clean_start: bool, now: Instant) {
         let slot = self.sessions.borrow_mut().remove_by_client(client_id);
+        if slot.is_none() && self.installing.borrow().contains_key(client_id) {
+            // The owner won its claim but has not installed its session yet
+            // (its Handover and this Evict can arrive in one batch): evict
+            // it once it has, or two connections would own the id and the
+            // session it resumed would be lost.
+            self.deferred_evictions
+                .borrow_mut()
+                .insert(client_id.clone(), (claimant, clean_start));
+            return;
+        }
         let session = slot.map(|(key, slot)| {
             if let Some(link) = &slot.link {
                 // [MQTT-3.1.4-3]: the existing connection is closed, 5.0
@@ -645,7 +673,7 @@ impl Core {
         link: Rc<ConnLink>,
     ) -> SessionKey {
         let slot = SessionSlot {
-            client_id,
+            client_id: client_id.clone(),
             owner,
             state,
             link: Some(link),
@@ -653,7 +681,23 @@ impl Core {
             offline_since: None,
             pending_will: None,
         };
-        self.sessions.borrow_mut().insert(slot)
+        let key = self.sessions.borrow_mut().insert(slot);
+        {
+            let mut installing = self.installing.borrow_mut();
+            if let Some(n) = installing.get_mut(&client_id) {
+                *n -= 1;
+                if *n == 0 {
+                    installing.remove(&client_id);
+                }
+            }
+        }
+        let deferred = self.deferred_evictions.borrow_mut().remove(&client_id);
+        if let Some((claimant, clean_start)) = deferred {
+            // Taken over while it was being installed: the connection sees
+            // its slot gone and closes without CONNACK.
+            self.evict(&client_id, claimant, clean_start, Instant::now());
+        }
+        key
     }
 
     /// Kills every live connection with `reason` (shutdown).
