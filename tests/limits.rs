@@ -1,0 +1,217 @@
+//! Configured limits: subscriptions per client, packet size, connections
+//! per core, the session queue and its drop policy, the server's Receive
+//! Maximum, and topic length/depth.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vane::codec::{DisconnectReasonCode, Packet, PubRel, QoS, SubAckReasonCode};
+
+/// 5.0 §3.9.3: beyond `max_subscriptions` a filter gets SUBACK 0x97
+/// (Quota exceeded); 3.1.1 gets 0x80 (Failure, [MQTT-3.9.3-2]). Replacing
+/// an existing subscription at the cap is still granted.
+#[test]
+fn max_subscriptions_per_client() {
+    let broker = Broker::with(|c| c.limits.max_subscriptions = 3);
+    for version in [V4, V5] {
+        let (mut c, _) = Raw::connected(broker.addr, connect(version, &unique("ms")));
+        let base = unique("ms");
+        let filters: Vec<String> = (0..4).map(|i| format!("{base}/{i}")).collect();
+        let subs: Vec<_> = filters
+            .iter()
+            .map(|f| (f.as_str(), opts(QoS::AtLeastOnce)))
+            .collect();
+        let ack = c.subscribe(subscribe_with(1, &subs));
+        let refused = if version == V5 {
+            SubAckReasonCode::QuotaExceeded
+        } else {
+            SubAckReasonCode::UnspecifiedError
+        };
+        assert_eq!(
+            ack.reason_codes,
+            [
+                SubAckReasonCode::GrantedQoS1,
+                SubAckReasonCode::GrantedQoS1,
+                SubAckReasonCode::GrantedQoS1,
+                refused
+            ],
+            "{version:?}"
+        );
+        let again = c.subscribe(subscribe(2, &filters[0], QoS::ExactlyOnce));
+        assert_eq!(again.reason_codes, [SubAckReasonCode::GrantedQoS2]);
+        // The refused filter really has no subscription.
+        let (mut p, _) = Raw::connected(broker.addr, connect(V4, &unique("msp")));
+        p.publish_acked(publish(&filters[3], b"x", QoS::AtLeastOnce, 1));
+        p.publish_acked(publish(&filters[2], b"y", QoS::AtLeastOnce, 2));
+        assert_eq!(&c.expect_publish_acked().payload[..], b"y");
+    }
+}
+
+/// The Maximum Packet Size the broker advertises (5.0 §3.2.2.3.6) is
+/// exact: a packet of exactly that size is accepted, one byte more gets
+/// DISCONNECT 0x95.
+#[test]
+fn max_packet_size_is_exact() {
+    const MAX: u32 = 512;
+    let broker = Broker::with(|c| c.limits.max_packet_size = MAX);
+    let t = unique("mx/t");
+    let (mut sub, _) = Raw::connected(broker.addr, connect(V5, &unique("mxs")));
+    sub.subscribe(subscribe(1, &t, QoS::AtMostOnce));
+    let sized = |n: usize| {
+        // Find the payload length that makes the whole packet n bytes.
+        let mut len = n.saturating_sub(t.len() + 8);
+        loop {
+            let p = Packet::Publish(publish(&t, &vec![b'z'; len], QoS::AtMostOnce, 1));
+            let size = p.encoded_len(V5);
+            if size == n {
+                return encode(&p, V5);
+            }
+            assert!(size < n, "cannot size a packet to {n}");
+            len += 1;
+        }
+    };
+    let (mut c, ack) = Raw::connected(broker.addr, connect(V5, &unique("mx")));
+    assert_eq!(
+        ack.properties.maximum_packet_size.map(|m| m.get()),
+        Some(MAX)
+    );
+    c.send_bytes(&sized(MAX as usize));
+    assert!(
+        c.ping().is_empty(),
+        "a packet of exactly the maximum was refused"
+    );
+    assert!(sub.expect_publish().payload.iter().all(|&b| b == b'z'));
+    c.send_bytes(&sized(MAX as usize + 1));
+    c.expect_disconnect(DisconnectReasonCode::PacketTooLarge);
+}
+
+/// `max_connections_per_core`: beyond it a core closes new connections at
+/// once. With a cap of 2 on each of 2 cores, exactly 4 of many attempts
+/// get a CONNACK; a freed slot is reused.
+#[test]
+fn max_connections_per_core() {
+    let broker = Broker::with(|c| c.limits.max_connections_per_core = 2);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..32 {
+        let mut raw = Raw::open(broker.addr, V4);
+        raw.send(&Packet::Connect(Box::new(connect(V4, &unique("mc")))));
+        match raw.recv(WAIT) {
+            Next::Packet(Packet::ConnAck(_)) => accepted.push(raw),
+            Next::Closed => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), 4, "refused {refused}");
+    // Free one slot: a later attempt that lands on that core gets in.
+    accepted.pop().unwrap().disconnect();
+    let got_in = poll_until(WAIT, || {
+        let mut raw = Raw::open(broker.addr, V4);
+        raw.send(&Packet::Connect(Box::new(connect(V4, &unique("mc2")))));
+        match raw.recv(WAIT) {
+            Next::Packet(Packet::ConnAck(_)) => Some(raw),
+            _ => None,
+        }
+    });
+    assert!(got_in.is_some(), "a freed connection slot was not reused");
+    for c in &mut accepted {
+        assert!(c.ping().is_empty(), "accepted connections stay up");
+    }
+}
+
+/// The offline queue holds `max_queued` messages; with the default
+/// drop-newest policy the oldest are kept, with drop-oldest the newest.
+#[test]
+fn offline_queue_limit_and_drop_policy() {
+    use vane::broker::session::DropPolicy;
+    for (policy, want) in [
+        (DropPolicy::DropNewest, [0u8, 1, 2]),
+        (DropPolicy::DropOldest, [7u8, 8, 9]),
+    ] {
+        let broker = Broker::with(|c| {
+            c.limits.max_queued = 3;
+            c.limits.drop_policy = policy;
+        });
+        let id = unique("mq");
+        let t = unique("mq/t");
+        let mut c = connect(V4, &id);
+        c.clean_start = false;
+        let (mut a, _) = Raw::connected(broker.addr, c.clone());
+        a.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+        a.disconnect();
+        let (mut p, _) = Raw::connected(broker.addr, connect(V4, &unique("mqp")));
+        for i in 0..10u8 {
+            p.publish_acked(publish(&t, &[i], QoS::AtLeastOnce, u16::from(i) + 1));
+        }
+        let (mut b, ack) = Raw::connected(broker.addr, c);
+        assert!(ack.session_present);
+        let got: Vec<u8> = (0..3)
+            .map(|_| b.expect_publish_acked().payload[0])
+            .collect();
+        assert_eq!(got, want, "{policy:?}");
+        assert!(b.ping().is_empty(), "{policy:?}: more than max_queued kept");
+    }
+}
+
+/// 5.0 [MQTT-3.3.4-9]... the server's Receive Maximum: a client with more
+/// unacknowledged inbound QoS 2 PUBLISHes than advertised gets DISCONNECT
+/// 0x93 (Receive Maximum exceeded). Completing flows frees the quota.
+#[test]
+fn server_receive_maximum() {
+    let broker = Broker::with(|c| c.limits.receive_maximum = 2);
+    let (mut c, ack) = Raw::connected(broker.addr, connect(V5, &unique("rmx")));
+    assert_eq!(ack.properties.receive_maximum.map(|r| r.get()), Some(2));
+    // Within the quota, with flows completed, any number is fine.
+    for i in 1..=5u16 {
+        c.publish_acked(publish("rmx/t", b"x", QoS::ExactlyOnce, i));
+    }
+    for i in 10..13u16 {
+        c.publish(publish("rmx/t", b"x", QoS::ExactlyOnce, i));
+    }
+    c.expect_disconnect(DisconnectReasonCode::ReceiveMaximumExceeded);
+    // The quota is per connection: a fresh one is fine.
+    let (mut d, _) = Raw::connected(broker.addr, connect(V5, &unique("rmx2")));
+    d.publish(publish("rmx/t", b"x", QoS::ExactlyOnce, 1));
+    assert!(matches!(d.expect(), Packet::PubRec(_)));
+    d.send(&Packet::PubRel(PubRel::new(pid(1))));
+    assert!(matches!(d.expect(), Packet::PubComp(_)));
+}
+
+/// `max_topic_length` / `max_topic_levels`: a longer or deeper topic gets
+/// 5.0 DISCONNECT 0x90 (Topic Name invalid); 3.1.1 is closed.
+#[test]
+fn topic_length_and_depth_limits() {
+    let broker = Broker::with(|c| {
+        c.limits.max_topic_length = 32;
+        c.limits.max_topic_levels = 4;
+    });
+    for t in ["a".repeat(33), "a/b/c/d/e".to_string()] {
+        for version in [V4, V5] {
+            let (mut c, _) = Raw::connected(broker.addr, connect(version, &unique("tl")));
+            c.publish(publish(&t, b"x", QoS::AtMostOnce, 1));
+            if version == V5 {
+                c.expect_disconnect(DisconnectReasonCode::TopicNameInvalid);
+            } else {
+                c.expect_closed();
+            }
+        }
+    }
+    let (mut ok, _) = Raw::connected(broker.addr, connect(V5, &unique("tlok")));
+    ok.publish_acked(publish("a/b/c/d", b"x", QoS::AtLeastOnce, 1));
+    assert!(ok.ping().is_empty());
+}
+
+/// Server Keep Alive (5.0 [MQTT-3.2.2-21]) is enforced: with
+/// `max_keepalive` = 1 a client that asked for 60 s and stays silent is
+/// disconnected after about 1.5 s with 0x8D.
+#[test]
+fn server_keep_alive_is_enforced() {
+    let broker = Broker::with(|c| c.limits.max_keepalive = 1);
+    let started = std::time::Instant::now();
+    let (mut c, ack) = Raw::connected(broker.addr, connect(V5, &unique("ska")));
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+    c.expect_disconnect(DisconnectReasonCode::KeepAliveTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+}
