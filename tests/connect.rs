@@ -233,3 +233,16 @@ fn shutdown_completes_quickly_with_idle_clients() {
     broker.shutdown();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// MQTT 3.1 §3.1: the Client Identifier is 1 to 23 characters; a longer
+/// one gets CONNACK return code 2 (Identifier rejected).
+#[test]
+fn v31_client_id_longer_than_23_is_rejected() {
+    let broker = Broker::start();
+    let (ok, ack) = Raw::connect(broker.addr, connect(V3, &"c".repeat(23)));
+    assert_eq!(ack.code, ConnectReasonCode::Success);
+    ok.disconnect();
+    let (mut raw, ack) = Raw::connect(broker.addr, connect(V3, &"c".repeat(24)));
+    assert_eq!(ack.code.to_v3(), 0x02);
+    raw.expect_closed();
+}

@@ -219,3 +219,29 @@ fn v311_retained_with_rumqttc() {
     publisher.disconnect();
     sub.disconnect();
 }
+
+/// 5.0 §3.3.2.3.3: a retained message whose Message Expiry Interval has
+/// passed is no longer sent to new subscribers; before that, it carries
+/// what is left of its interval.
+#[test]
+fn v5_retained_message_expires() {
+    let broker = Broker::start();
+    let t = unique("rexp/t");
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("rexp")));
+    let mut m = retained(&t, b"brief", QoS::AtLeastOnce, 1);
+    m.properties.message_expiry_interval = Some(1);
+    p.publish_acked(m);
+    let stored = std::time::Instant::now();
+    let (mut early, _) = Raw::connected(broker.addr, connect(V5, &unique("early")));
+    early.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    let got = early.expect_publish_acked();
+    assert_eq!(got.properties.message_expiry_interval, Some(1));
+    // Expiry is about time passing.
+    std::thread::sleep(std::time::Duration::from_millis(1200).saturating_sub(stored.elapsed()));
+    let (mut late, _) = Raw::connected(broker.addr, connect(V5, &unique("late")));
+    late.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    assert!(
+        late.ping().is_empty(),
+        "an expired retained message was sent"
+    );
+}

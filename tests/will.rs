@@ -266,3 +266,26 @@ fn v5_delayed_will_is_published_when_the_session_ends_first() {
     assert_eq!(&p.payload[..], b"delayed");
     assert!(closed.elapsed() < Duration::from_secs(4));
 }
+
+/// 5.0 §3.1.4 / [MQTT-3.1.4-3]: a connection closed because its session
+/// was taken over ends like any other closed connection: its will (no
+/// delay) is published.
+#[test]
+fn will_on_takeover() {
+    for version in [V4, V5] {
+        let broker = Broker::start();
+        let t = unique("will/take");
+        let mut w = watcher(&broker, V4, &t);
+        let c = with_will(version, &t, "taken", QoS::AtLeastOnce);
+        let id = c.client_id.as_str().to_string();
+        let (mut old, _) = Raw::connected(broker.addr, c);
+        let (new, _) = Raw::connected(broker.addr, connect(version, &id));
+        old.expect_closed();
+        assert_eq!(
+            &w.expect_publish_acked().payload[..],
+            b"taken",
+            "{version:?}"
+        );
+        new.disconnect();
+    }
+}

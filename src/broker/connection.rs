@@ -395,6 +395,15 @@ impl Connection {
                 out,
             );
         }
+        if version == ProtocolVersion::V3_1 && connect.client_id.as_str().chars().count() > 23 {
+            // MQTT 3.1 §3.1: more than 23 characters is "Identifier rejected".
+            return refuse(
+                self,
+                ConnectReasonCode::ClientIdentifierNotValid,
+                "MQTT 3.1 client id longer than 23 characters".into(),
+                out,
+            );
+        }
         if let Some(will) = &connect.will {
             if let Err(detail) = self.check_topic(&will.topic) {
                 return refuse(self, ConnectReasonCode::TopicNameInvalid, detail, out);
