@@ -261,3 +261,33 @@ fn offline_queue_survives_a_move_between_cores() {
         again.disconnect();
     }
 }
+
+/// [MQTT-3.10.4-2]: after UNSUBACK no new message is delivered for the
+/// filter, even from a publisher on the other core.
+#[test]
+fn unsubscribe_across_cores() {
+    let broker = Broker::start();
+    let [(mut c0, _), (mut c1, _)] = raw_pair_on_cores(broker.addr, || connect(V5, ""));
+    for round in 0..50u16 {
+        let t = unique("xunsub/t");
+        let (publisher, sub) = if round % 2 == 0 {
+            (&mut c0, &mut c1)
+        } else {
+            (&mut c1, &mut c0)
+        };
+        sub.subscribe(subscribe(1, &t, QoS::AtMostOnce));
+        sub.send(&Packet::Unsubscribe(unsubscribe(2, &t)));
+        assert!(matches!(sub.expect(), Packet::UnsubAck(_)));
+        publisher.publish(publish(&t, b"late", QoS::AtMostOnce, 1));
+        // A second topic the subscriber still has, as a sentinel.
+        let s2 = format!("{t}/still");
+        sub.subscribe(subscribe(3, &s2, QoS::AtMostOnce));
+        publisher.publish(publish(&s2, b"sentinel", QoS::AtMostOnce, 1));
+        let got = sub.expect_publish();
+        assert_eq!(
+            &got.payload[..],
+            b"sentinel",
+            "round {round}: delivered after UNSUBACK"
+        );
+    }
+}

@@ -348,3 +348,23 @@ fn garbage_then_reconnect_with_same_id() {
     again.disconnect();
     by.check();
 }
+
+/// A SUBSCRIBE asking for QoS 3 ([MQTT-3.8.3-4] 3.1.1; 5.0 §3.8.3.1
+/// "a Protocol Error"): 5.0 DISCONNECT 0x82, 3.x close.
+#[test]
+fn subscribe_with_qos_3() {
+    let broker = Broker::start();
+    let mut by = Bystanders::new(&broker);
+    violate_with(
+        &broker,
+        &mut by,
+        |version| {
+            if version == V5 {
+                vec![0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', 0x03]
+            } else {
+                vec![0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x03]
+            }
+        },
+        DisconnectReasonCode::ProtocolError,
+    );
+}

@@ -278,3 +278,46 @@ fn ordering_is_preserved_per_publisher_and_qos() {
         assert_eq!(got, &want, "QoS {q} order");
     }
 }
+
+/// [MQTT-4.3.3-10] across a reconnect: the inbound QoS 2 state is part of
+/// the session ([MQTT-4.1.0-1]), so a PUBLISH resent with DUP after the
+/// client reconnected (it had the PUBREC but not sent PUBREL) is not
+/// delivered again; PUBREL then completes the flow.
+#[test]
+fn qos2_inbound_state_survives_a_reconnect() {
+    for version in [V4, V5] {
+        let broker = Broker::start();
+        let t = unique("q2r/t");
+        let id = unique("q2r");
+        let resume = || {
+            let mut c = connect(version, &id);
+            c.clean_start = false;
+            if version == V5 {
+                c.properties.session_expiry_interval = Some(60);
+            }
+            c
+        };
+        let (mut sub, _) = Raw::connected(broker.addr, connect(version, &unique("q2rs")));
+        sub.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+        let (mut p, _) = Raw::connected(broker.addr, resume());
+        let m = publish(&t, b"exactly", QoS::ExactlyOnce, 42);
+        p.publish(m.clone());
+        assert!(matches!(p.expect(), Packet::PubRec(r) if r.pid.get() == 42));
+        p.drop_abruptly();
+        let (mut p, ack) = Raw::connected(broker.addr, resume());
+        assert!(ack.session_present);
+        let mut again = m;
+        again.dup = true;
+        p.publish(again);
+        assert!(matches!(p.expect(), Packet::PubRec(r) if r.pid.get() == 42));
+        p.send(&Packet::PubRel(PubRel::new(pid(42))));
+        assert!(matches!(p.expect(), Packet::PubComp(c) if c.pid.get() == 42));
+        p.publish_acked(publish(&t, b"sentinel", QoS::AtLeastOnce, 43));
+        assert_eq!(&sub.expect_publish_acked().payload[..], b"exactly");
+        assert_eq!(
+            &sub.expect_publish_acked().payload[..],
+            b"sentinel",
+            "{version:?}: QoS 2 message delivered twice"
+        );
+    }
+}

@@ -400,3 +400,28 @@ fn unexpected_auth_is_a_protocol_error() {
     raw.send_bytes(&[0xF0, 0x02, 0x18, 0x00]);
     raw.expect_disconnect(DisconnectReasonCode::ProtocolError);
 }
+
+/// 5.0 §3.8.2.1.2: retained messages sent because of a SUBSCRIBE carry
+/// that subscription's identifier.
+#[test]
+fn subscription_identifier_on_retained_delivery() {
+    let broker = Broker::start();
+    let t = unique("sidr/t");
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("sidrp")));
+    let mut m = publish(&t, b"kept", QoS::AtLeastOnce, 1);
+    m.retain = true;
+    p.publish_acked(m);
+    let (mut s, _) = Raw::connected(broker.addr, connect(V5, &unique("sidrs")));
+    let mut sub = subscribe(1, &t, QoS::AtLeastOnce);
+    sub.properties.subscription_identifier = SubscriptionId::new(42);
+    s.subscribe(sub);
+    let got = s.expect_publish_acked();
+    assert!(got.retain);
+    let ids: Vec<u32> = got
+        .properties
+        .subscription_identifiers
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    assert_eq!(ids, [42]);
+}

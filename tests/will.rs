@@ -289,3 +289,58 @@ fn will_on_takeover() {
         new.disconnect();
     }
 }
+
+/// 5.0 §3.1.3.2.2: a pending delayed will is published when its session
+/// ends, which a reconnect with Clean Start = 1 does.
+#[test]
+fn v5_delayed_will_published_when_clean_start_ends_the_session() {
+    let broker = Broker::start();
+    let t = unique("will/cleanstart");
+    let id = unique("wcs");
+    let mut w = watcher(&broker, V5, &t);
+    let (c, _) = Raw::connected(broker.addr, delayed_will_connect(&id, &t, 30, 60));
+    let closed = Instant::now();
+    c.drop_abruptly();
+    // Wait for the broker to see the close: the session goes offline and
+    // a resume would find it. A clean start instead ends it.
+    let (again, ack) = Raw::connected(broker.addr, connect(V5, &id));
+    assert!(!ack.session_present);
+    assert_eq!(&w.expect_publish_acked().payload[..], b"delayed");
+    assert!(
+        closed.elapsed() < Duration::from_secs(10),
+        "not the 30 s delay"
+    );
+    again.disconnect();
+}
+
+/// 5.0 [MQTT-3.1.2-8]/[MQTT-3.1.3-9]: when a live connection is taken
+/// over by a CONNECT with Clean Start = 1, its session ends, so its will
+/// is published even though its Will Delay Interval has not passed. With
+/// Clean Start = 0 the session continues and the delayed will is not
+/// published.
+#[test]
+fn v5_delayed_will_on_takeover_depends_on_clean_start() {
+    let broker = Broker::start();
+    for clean in [true, false] {
+        let t = unique("will/takeover");
+        let id = unique("wto");
+        let mut w = watcher(&broker, V5, &t);
+        let (mut old, _) = Raw::connected(broker.addr, delayed_will_connect(&id, &t, 30, 60));
+        let mut c = connect(V5, &id);
+        c.clean_start = clean;
+        c.properties.session_expiry_interval = Some(60);
+        let (again, ack) = Raw::connected(broker.addr, c);
+        assert_eq!(ack.session_present, !clean);
+        old.expect_disconnect(DisconnectReasonCode::SessionTakenOver);
+        if clean {
+            assert_eq!(&w.expect_publish_acked().payload[..], b"delayed");
+        } else {
+            let before = sentinel(&broker, &mut w, &t);
+            assert!(
+                before.is_empty(),
+                "will of a continuing session: {before:?}"
+            );
+        }
+        again.disconnect();
+    }
+}

@@ -145,7 +145,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
         client_id.as_ref().map(MqttStr::as_str),
         peer,
     );
-    finish(&core, &mut conn, key, close);
+    finish(&core, &mut conn, key, close, link.session_ended.get());
     if !peer_gone {
         linger(&mut stream).await;
     }
@@ -423,7 +423,13 @@ fn assign_client_id(core: &Core) -> MqttStr {
 
 /// Detaches the session, publishes or schedules the will, and ends the
 /// session if it does not outlive its connection.
-fn finish(core: &Core, conn: &mut Connection, key: Option<SessionKey>, close: Close) {
+fn finish(
+    core: &Core,
+    conn: &mut Connection,
+    key: Option<SessionKey>,
+    close: Close,
+    session_ended: bool,
+) {
     let Some(key) = key else { return };
     let now = Instant::now();
     let will = if close.publish_will {
@@ -444,7 +450,8 @@ fn finish(core: &Core, conn: &mut Connection, key: Option<SessionKey>, close: Cl
         }
     };
     if let Some((will, delay)) = will {
-        if delay == 0 || (still_ours && expiry == 0) {
+        // A takeover with Clean Start ends the session: the will is due.
+        if delay == 0 || (still_ours && expiry == 0) || session_ended {
             core.publish_will(will, now);
         } else if let Some(slot) = core.sessions.borrow_mut().get_mut(key) {
             // [MQTT-3.1.3-9]: sent after the delay or when the session

@@ -574,6 +574,7 @@ impl Core {
             if let Some(link) = &slot.link {
                 // [MQTT-3.1.4-3]: the existing connection is closed, 5.0
                 // clients with DISCONNECT 0x8E.
+                link.session_ended.set(clean_start);
                 link.kill(DisconnectReasonCode::SessionTakenOver);
             }
             for filter in slot.state.subscriptions.keys() {

@@ -27,6 +27,9 @@ pub struct ConnLink {
     pub out: RefCell<BytesMut>,
     pub notify: Notify,
     killed: Cell<Option<DisconnectReasonCode>>,
+    /// Set when a takeover with Clean Start ends the session: a delayed
+    /// will is then due at once ([MQTT-3.1.2-8]).
+    pub session_ended: Cell<bool>,
     /// Set once the client failed to drain its output within the grace
     /// period: a slow consumer no longer holds publishers back, and QoS 0
     /// beyond its cap is dropped. Cleared when its output empties.
