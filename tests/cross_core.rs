@@ -291,3 +291,34 @@ fn unsubscribe_across_cores() {
         );
     }
 }
+
+/// Fan-out: twenty subscribers spread over both cores by the kernel each
+/// get every message once, in order.
+#[test]
+fn fan_out_to_many_subscribers_on_both_cores() {
+    let broker = Broker::start();
+    let t = unique("fan/t");
+    let mut subs: Vec<Raw> = Vec::new();
+    let mut cores = [0usize; 2];
+    for _ in 0..20 {
+        let (mut s, core, _) = Raw::v5_assigned(broker.addr, connect(V5, ""));
+        cores[core] += 1;
+        s.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+        subs.push(s);
+    }
+    assert!(
+        cores.iter().all(|&n| n > 0),
+        "all subscribers on one core: {cores:?}"
+    );
+    let (mut p, _) = Raw::connected(broker.addr, connect(V4, &unique("fanp")));
+    for i in 0..10u8 {
+        p.publish_acked(publish(&t, &[i], QoS::AtLeastOnce, u16::from(i) + 1));
+    }
+    for (k, s) in subs.iter_mut().enumerate() {
+        let got: Vec<u8> = (0..10)
+            .map(|_| s.expect_publish_acked().payload[0])
+            .collect();
+        assert_eq!(got, (0..10).collect::<Vec<u8>>(), "subscriber {k}");
+        assert!(s.ping().is_empty(), "subscriber {k} got a duplicate");
+    }
+}

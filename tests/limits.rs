@@ -215,3 +215,15 @@ fn server_keep_alive_is_enforced() {
     c.expect_disconnect(DisconnectReasonCode::KeepAliveTimeout);
     assert!(started.elapsed() >= Duration::from_millis(1400));
 }
+
+/// The topic limits apply to a will's topic too: 5.0 CONNACK 0x90 (Topic
+/// Name invalid).
+#[test]
+fn will_topic_limits() {
+    let broker = Broker::with(|c| c.limits.max_topic_levels = 3);
+    let mut c = connect(V5, &unique("wtl"));
+    c.will = Some(will("a/b/c/d", "x", QoS::AtMostOnce, false));
+    let (mut raw, ack) = Raw::connect(broker.addr, c);
+    assert_eq!(ack.code, vane::codec::ConnectReasonCode::TopicNameInvalid);
+    raw.expect_closed();
+}

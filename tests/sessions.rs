@@ -221,3 +221,28 @@ fn v311_session_survives_repeated_reconnects() {
         b.disconnect();
     }
 }
+
+/// A session made by a 3.1.1 client can be resumed by the same client id
+/// at 5.0 (and the other way round): Session Present, subscriptions and
+/// queued messages carry over.
+#[test]
+fn session_resumes_across_protocol_versions() {
+    let broker = Broker::start();
+    let id = unique("xver");
+    let t = unique("xver/t");
+    let (mut a, _) = Raw::connected(broker.addr, persistent(V4, &id, 0));
+    a.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    a.disconnect();
+    let (mut p, _) = Raw::connected(broker.addr, connect(V4, &unique("xvp")));
+    p.publish_acked(publish(&t, b"for-v5", QoS::AtLeastOnce, 1));
+    let (mut b, ack) = Raw::connected(broker.addr, persistent(V5, &id, 60));
+    assert!(ack.session_present);
+    let m = b.expect_publish_acked();
+    assert_eq!(&m.payload[..], b"for-v5");
+    b.disconnect();
+    p.publish_acked(publish(&t, b"for-v4", QoS::AtLeastOnce, 2));
+    let (mut c, ack) = Raw::connected(broker.addr, persistent(V4, &id, 0));
+    assert!(ack.session_present);
+    assert_eq!(&c.expect_publish_acked().payload[..], b"for-v4");
+    c.disconnect();
+}
