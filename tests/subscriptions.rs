@@ -236,3 +236,30 @@ fn rumqttc_subscribe_many_and_unsubscribe() {
     assert_eq!(&c.next_publish().payload[..], b"b");
     c.disconnect();
 }
+
+/// [MQTT-4.7.2-1] with the broker's own `$SYS` topics (retained, published
+/// every second here): an explicit `$SYS/#` subscriber gets them, a `#`
+/// or `+/#` subscriber never does, neither live nor retained.
+#[test]
+fn sys_topics_are_not_matched_by_leading_wildcards() {
+    let broker = Broker::with(|c| c.stats.sys_interval = 1);
+    let (mut sys, _) = Raw::connected(broker.addr, connect(V4, &unique("sys")));
+    sys.subscribe(subscribe(1, "$SYS/#", QoS::AtMostOnce));
+    let first = sys.expect_publish();
+    assert!(first.topic.as_str().starts_with("$SYS/"));
+    let (mut all, _) = Raw::connected(broker.addr, connect(V4, &unique("all")));
+    all.subscribe(subscribe(1, "#", QoS::AtMostOnce));
+    all.subscribe(subscribe(2, "+/#", QoS::AtMostOnce));
+    // Let at least one more $SYS round go out.
+    let next = sys.expect_publish();
+    assert!(next.topic.as_str().starts_with("$SYS/"));
+    for packet in all.ping() {
+        if let Packet::Publish(m) = packet {
+            assert!(
+                !m.topic.as_str().starts_with('$'),
+                "'#' got {}",
+                m.topic.as_str()
+            );
+        }
+    }
+}

@@ -53,6 +53,8 @@ pub fn test_config() -> Config {
     config.executor.pin = false;
     // Tests run in parallel: the stats listener takes an ephemeral port too.
     config.stats.listen = "127.0.0.1:0".parse().expect("address");
+    // No $SYS noise; tests that want $SYS turn it on.
+    config.stats.sys_interval = 0;
     config
 }
 
