@@ -305,3 +305,38 @@ fn sys_topics_are_published() {
     );
     client.disconnect();
 }
+
+/// `[stats] enabled = false`: no listener, the broker serves MQTT as
+/// before. A stats address already in use is a start-up error that names it.
+#[test]
+fn stats_can_be_turned_off_and_a_taken_address_is_an_error() {
+    let config = || {
+        let mut config = vane::server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cores: 2,
+            ..Default::default()
+        };
+        config.executor.pin = false;
+        config
+    };
+    let mut off = config();
+    off.stats.enabled = false;
+    let server = vane::server::Server::start(off).expect("starts without stats");
+    assert!(server.stats_addr().is_none());
+    let client = Client::connect(server.local_addr(), &unique("off"));
+    client.disconnect();
+    server.shutdown().unwrap();
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut clash = config();
+    clash.stats.listen = taken.local_addr().unwrap();
+    let error = vane::server::Server::start(clash)
+        .err()
+        .expect("the stats address is taken");
+    assert!(
+        error
+            .to_string()
+            .contains(&taken.local_addr().unwrap().to_string()),
+        "{error}"
+    );
+}
