@@ -246,3 +246,20 @@ fn v31_client_id_longer_than_23_is_rejected() {
     assert_eq!(ack.code.to_v3(), 0x02);
     raw.expect_closed();
 }
+
+/// User name and password are accepted (Vane does no authentication) at
+/// every level; 3.1.1 sends them with rumqttc.
+#[test]
+fn credentials_are_accepted() {
+    let broker = Broker::start();
+    for version in [V3, V4, V5] {
+        let mut c = connect(version, &unique("cred"));
+        c.username = Some(mstr("user"));
+        c.password = Some(bytes::Bytes::from_static(b"secret"));
+        let (raw, _) = Raw::connected(broker.addr, c);
+        raw.disconnect();
+    }
+    let mut o = mq4_options(broker.addr, &unique("rcred"));
+    o.set_credentials("user", "secret");
+    Mq4::connect(o).disconnect();
+}

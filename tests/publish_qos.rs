@@ -321,3 +321,26 @@ fn qos2_inbound_state_survives_a_reconnect() {
         );
     }
 }
+
+/// Acknowledgements for packet ids that are not in flight are ignored
+/// (the client may ack something already dropped): the connection stays
+/// up and later flows work.
+#[test]
+fn stray_acknowledgements_are_ignored() {
+    let broker = Broker::start();
+    let t = unique("stray/t");
+    let (mut c, _) = Raw::connected(broker.addr, connect(V4, &unique("stray")));
+    c.subscribe(subscribe(1, &t, QoS::ExactlyOnce));
+    c.send(&Packet::PubAck(PubAck::new(pid(77))));
+    c.send(&Packet::PubComp(PubComp::new(pid(78))));
+    assert!(c.ping().is_empty());
+    let others = c.publish_acked(publish(&t, b"still-ok", QoS::AtLeastOnce, 1));
+    let got = match others.into_iter().next() {
+        Some(p) => {
+            c.ack(&p);
+            p
+        }
+        None => c.expect_publish_acked(),
+    };
+    assert_eq!(&got.payload[..], b"still-ok");
+}

@@ -425,3 +425,29 @@ fn subscription_identifier_on_retained_delivery() {
         .collect();
     assert_eq!(ids, [42]);
 }
+
+/// [MQTT-3.8.4-3]: a SUBSCRIBE that repeats a filter replaces the
+/// subscription, Subscription Identifier included: later deliveries carry
+/// only the new identifier.
+#[test]
+fn resubscribe_replaces_the_subscription_identifier() {
+    let broker = Broker::start();
+    let t = unique("resid/t");
+    let (mut s, _) = Raw::connected(broker.addr, connect(V5, &unique("resid")));
+    for (n, id) in [(1u16, 5u32), (2, 6)] {
+        let mut sub = subscribe(n, &t, QoS::AtLeastOnce);
+        sub.properties.subscription_identifier = SubscriptionId::new(id);
+        s.subscribe(sub);
+    }
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("residp")));
+    p.publish_acked(publish(&t, b"x", QoS::AtLeastOnce, 1));
+    let got = s.expect_publish_acked();
+    let ids: Vec<u32> = got
+        .properties
+        .subscription_identifiers
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    assert_eq!(ids, [6]);
+    assert!(s.ping().is_empty());
+}

@@ -344,3 +344,17 @@ fn v5_delayed_will_on_takeover_depends_on_clean_start() {
         again.disconnect();
     }
 }
+
+/// 5.0 §3.1.3.2.2: with Session Expiry 0 the session ends with the
+/// connection, so a delayed will is published at once.
+#[test]
+fn v5_delayed_will_with_session_expiry_zero_is_immediate() {
+    let broker = Broker::start();
+    let t = unique("will/exp0");
+    let mut w = watcher(&broker, V5, &t);
+    let (c, _) = Raw::connected(broker.addr, delayed_will_connect(&unique("we0"), &t, 30, 0));
+    let closed = Instant::now();
+    c.drop_abruptly();
+    assert_eq!(&w.expect_publish_acked().payload[..], b"delayed");
+    assert!(closed.elapsed() < Duration::from_secs(3));
+}
