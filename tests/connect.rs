@@ -263,3 +263,71 @@ fn credentials_are_accepted() {
     o.set_credentials("user", "secret");
     Mq4::connect(o).disconnect();
 }
+
+/// A client may send packets right after CONNECT without waiting for
+/// CONNACK (3.1.1 §3.1.4, 5.0 §3.1.4): CONNECT, SUBSCRIBE and PUBLISH in
+/// one write are handled in order.
+#[test]
+fn pipelined_packets_after_connect() {
+    let broker = Broker::start();
+    for version in [V3, V4, V5] {
+        let t = unique("pipe/t");
+        let mut bytes = encode(
+            &Packet::Connect(Box::new(connect(version, &unique("pipe")))),
+            version,
+        );
+        bytes.extend(encode(
+            &Packet::Subscribe(subscribe(1, &t, QoS::AtLeastOnce)),
+            version,
+        ));
+        bytes.extend(encode(
+            &Packet::Publish(publish(&t, b"to-myself", QoS::AtLeastOnce, 2)),
+            version,
+        ));
+        let mut raw = Raw::open(broker.addr, version);
+        raw.send_bytes(&bytes);
+        assert!(matches!(raw.expect(), Packet::ConnAck(a) if a.code == ConnectReasonCode::Success));
+        assert!(matches!(raw.expect(), Packet::SubAck(_)));
+        let mut got_ack = false;
+        let mut got_msg = false;
+        while !(got_ack && got_msg) {
+            match raw.expect() {
+                Packet::PubAck(a) => {
+                    assert_eq!(a.pid.get(), 2);
+                    got_ack = true;
+                }
+                Packet::Publish(p) => {
+                    assert_eq!(&p.payload[..], b"to-myself");
+                    raw.ack(&p);
+                    got_msg = true;
+                }
+                other => panic!("{version:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// A packet may arrive in pieces: CONNECT and PUBLISH written one byte at
+/// a time are reassembled.
+#[test]
+fn packets_split_into_single_bytes() {
+    let broker = Broker::start();
+    let t = unique("split/t");
+    let (mut sub, _) = Raw::connected(broker.addr, connect(V5, &unique("splits")));
+    sub.subscribe(subscribe(1, &t, QoS::AtMostOnce));
+    let mut raw = Raw::open(broker.addr, V5);
+    for b in encode(
+        &Packet::Connect(Box::new(connect(V5, &unique("split")))),
+        V5,
+    ) {
+        raw.send_bytes(&[b]);
+    }
+    assert!(matches!(raw.expect(), Packet::ConnAck(_)));
+    for b in encode(
+        &Packet::Publish(publish(&t, &[9u8; 300], QoS::AtMostOnce, 1)),
+        V5,
+    ) {
+        raw.send_bytes(&[b]);
+    }
+    assert_eq!(sub.expect_publish().payload.len(), 300);
+}

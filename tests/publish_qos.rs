@@ -344,3 +344,45 @@ fn stray_acknowledgements_are_ignored() {
     };
     assert_eq!(&got.payload[..], b"still-ok");
 }
+
+/// A burst through real clients: 300 messages at QoS 1 and 2 from a
+/// rumqttc 3.1.1 publisher (inflight 10) to a rumqttc 5.0 subscriber with
+/// Receive Maximum 5; every message arrives once, in order per QoS.
+#[test]
+fn burst_between_rumqttc_clients() {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let broker = Broker::start();
+    let t = unique("burst/t");
+    let mut so = mq5_options(broker.addr, &unique("bs"));
+    so.set_receive_maximum(Some(5));
+    let sub = Mq5::connect(so);
+    sub.subscribe(&t, Q5::ExactlyOnce);
+    let mut po = mq4_options(broker.addr, &unique("bp"));
+    po.set_inflight(10);
+    let publisher = Mq4::connect(po);
+    const N: u16 = 300;
+    for i in 0..N {
+        let qos = if i % 2 == 0 {
+            rumqttc::QoS::AtLeastOnce
+        } else {
+            rumqttc::QoS::ExactlyOnce
+        };
+        // The request channel holds 1000: no need to wait per message.
+        publisher
+            .client
+            .try_publish(t.clone(), qos, false, i.to_be_bytes().to_vec())
+            .expect("queue publish");
+    }
+    let mut seen = [Vec::new(), Vec::new()];
+    for _ in 0..N {
+        let p = sub.next_publish();
+        let i = u16::from_be_bytes([p.payload[0], p.payload[1]]);
+        seen[usize::from(i % 2)].push(i);
+    }
+    for (q, got) in seen.iter().enumerate() {
+        let want: Vec<u16> = (0..N).filter(|i| usize::from(i % 2) == q).collect();
+        assert_eq!(got, &want);
+    }
+    publisher.disconnect();
+    sub.disconnect();
+}
