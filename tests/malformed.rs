@@ -368,3 +368,27 @@ fn subscribe_with_qos_3() {
         DisconnectReasonCode::ProtocolError,
     );
 }
+
+/// 5.0 §3.1.2.11.3/§3.1.2.11.4: Receive Maximum 0 and Maximum Packet Size
+/// 0 in CONNECT are protocol errors: CONNACK 0x82 and close.
+#[test]
+fn connect_properties_with_zero_values() {
+    let broker = Broker::start();
+    let mut by = Bystanders::new(&broker);
+    for prop in [[0x21u8, 0, 0, 0, 0], [0x27, 0, 0, 0, 0]] {
+        let len = if prop[0] == 0x21 { 3 } else { 5 };
+        let mut v = vec![
+            0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, len as u8,
+        ];
+        v.extend_from_slice(&prop[..len]);
+        v.extend_from_slice(&[0, 1, b'x']);
+        v[1] = (v.len() - 2) as u8;
+        let mut raw = Raw::open(broker.addr, V5);
+        raw.send_bytes(&v);
+        match raw.expect_closed().as_slice() {
+            [Packet::ConnAck(ack)] => assert_eq!(ack.code, ConnectReasonCode::ProtocolError),
+            other => panic!("{other:?}"),
+        }
+        by.check();
+    }
+}

@@ -386,3 +386,29 @@ fn burst_between_rumqttc_clients() {
     publisher.disconnect();
     sub.disconnect();
 }
+
+/// 5.0 §4.3.3: a PUBREC with a failure reason code (>= 0x80) ends the QoS 2
+/// flow: no PUBREL follows and the inflight slot is free again
+/// ([MQTT-4.9.0-2] counts only flows not ended that way).
+#[test]
+fn v5_pubrec_failure_ends_the_flow() {
+    let broker = Broker::start();
+    let t = unique("recfail/t");
+    let mut c = connect(V5, &unique("rf"));
+    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (mut sub, _) = Raw::connected(broker.addr, c);
+    sub.subscribe(subscribe(1, &t, QoS::ExactlyOnce));
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("rfp")));
+    p.publish_acked(publish(&t, b"first", QoS::ExactlyOnce, 1));
+    p.publish_acked(publish(&t, b"second", QoS::ExactlyOnce, 2));
+    let first = sub.expect_publish();
+    assert_eq!(&first.payload[..], b"first");
+    let mut rec = PubRec::new(first.pid().unwrap());
+    rec.reason = vane::codec::PubAckReasonCode::UnspecifiedError;
+    sub.send(&Packet::PubRec(rec));
+    let next = sub.expect();
+    match next {
+        Packet::Publish(p) => assert_eq!(&p.payload[..], b"second"),
+        other => panic!("expected the next PUBLISH, not {other:?}"),
+    }
+}
