@@ -451,3 +451,26 @@ fn resubscribe_replaces_the_subscription_identifier() {
     assert_eq!(ids, [6]);
     assert!(s.ping().is_empty());
 }
+
+/// 5.0 §4.8.2: a member that unsubscribes from a shared subscription gets
+/// nothing more; the remaining member gets every message.
+#[test]
+fn shared_subscription_member_leaves() {
+    let broker = Broker::start();
+    let t = unique("shleave/t");
+    let group = format!("$share/grp/{t}");
+    let [(mut a, _), (mut b, _)] = raw_pair_on_cores(broker.addr, || connect(V5, ""));
+    a.subscribe(subscribe(1, &group, QoS::AtLeastOnce));
+    b.subscribe(subscribe(1, &group, QoS::AtLeastOnce));
+    a.send(&Packet::Unsubscribe(unsubscribe(2, &group)));
+    assert!(matches!(a.expect(), Packet::UnsubAck(_)));
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("shp")));
+    for i in 0..10u8 {
+        p.publish_acked(publish(&t, &[i], QoS::AtLeastOnce, u16::from(i) + 1));
+    }
+    let got: Vec<u8> = (0..10)
+        .map(|_| b.expect_publish_acked().payload[0])
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    assert!(a.ping().is_empty(), "a member that left still got messages");
+}
