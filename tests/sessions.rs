@@ -246,3 +246,47 @@ fn session_resumes_across_protocol_versions() {
     assert_eq!(&c.expect_publish_acked().payload[..], b"for-v4");
     c.disconnect();
 }
+
+/// 5.0 §3.2.2.3.2: a Session Expiry Interval above the broker's maximum is
+/// lowered, and CONNACK says so.
+#[test]
+fn v5_session_expiry_is_capped_and_reported() {
+    let broker = Broker::with(|c| c.limits.max_session_expiry = 100);
+    let (a, ack) = Raw::connected(broker.addr, persistent(V5, &unique("cap"), 1000));
+    assert_eq!(ack.properties.session_expiry_interval, Some(100));
+    a.disconnect();
+    let (b, ack) = Raw::connected(broker.addr, persistent(V5, &unique("cap2"), 50));
+    assert_eq!(ack.properties.session_expiry_interval, None, "not changed");
+    b.disconnect();
+}
+
+/// A 3.1.1 persistent session (CleanSession = 0) is kept for
+/// `max_session_expiry` seconds once offline, then discarded: a 5.0
+/// publisher's PUBACK turns to 0x10 and a resume finds no session.
+#[test]
+fn v311_persistent_session_is_kept_for_max_session_expiry() {
+    let broker = Broker::with(|c| c.limits.max_session_expiry = 1);
+    let id = unique("e311");
+    let t = unique("e311/t");
+    let (mut a, _) = Raw::connected(broker.addr, persistent(V4, &id, 0));
+    a.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    a.disconnect();
+    let closed = Instant::now();
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("e311p")));
+    let mut n = 0u16;
+    let gone = poll_until(Duration::from_secs(5), || {
+        n += 1;
+        p.publish(publish(&t, b"probe", QoS::AtLeastOnce, n));
+        match p.expect() {
+            Packet::PubAck(ack) => {
+                (ack.reason == PubAckReasonCode::NoMatchingSubscribers).then(Instant::now)
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    })
+    .expect("the 3.1.1 session never expired");
+    assert!(gone - closed >= Duration::from_millis(900));
+    let (b, ack) = Raw::connected(broker.addr, persistent(V4, &id, 0));
+    assert!(!ack.session_present);
+    b.disconnect();
+}
