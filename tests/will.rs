@@ -358,3 +358,33 @@ fn v5_delayed_will_with_session_expiry_zero_is_immediate() {
     assert_eq!(&w.expect_publish_acked().payload[..], b"delayed");
     assert!(closed.elapsed() < Duration::from_secs(3));
 }
+
+/// 5.0 §3.1.3.2: the will's properties (Content Type, Response Topic,
+/// Correlation Data, User Properties, Message Expiry) travel with it.
+#[test]
+fn v5_will_properties_pass_through() {
+    let broker = Broker::start();
+    let t = unique("will/props");
+    let mut w = watcher(&broker, V5, &t);
+    let mut c = connect(V5, &unique("wp"));
+    let mut wl = will(&t, "props", QoS::AtLeastOnce, false);
+    wl.properties.content_type = Some(mstr("text/plain"));
+    wl.properties.response_topic = Some(topic("answer/here"));
+    wl.properties.correlation_data = Some(bytes::Bytes::from_static(b"cd"));
+    wl.properties.message_expiry_interval = Some(300);
+    wl.properties.user_properties = vec![vane::codec::UserProperty {
+        key: mstr("k"),
+        value: mstr("v"),
+    }];
+    let sent = wl.properties.clone();
+    c.will = Some(wl);
+    let (c, _) = Raw::connected(broker.addr, c);
+    c.drop_abruptly();
+    let got = w.expect_publish_acked();
+    assert_eq!(got.properties.content_type, sent.content_type);
+    assert_eq!(got.properties.response_topic, sent.response_topic);
+    assert_eq!(got.properties.correlation_data, sent.correlation_data);
+    assert_eq!(got.properties.user_properties, sent.user_properties);
+    let left = got.properties.message_expiry_interval.expect("expiry");
+    assert!((299..=300).contains(&left));
+}
