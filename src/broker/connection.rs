@@ -132,7 +132,8 @@ pub struct Connection {
     limits: ConnectionLimits,
     keep_alive: u16,
     last_received: Instant,
-    will: Option<Will>,
+    /// Boxed: most clients have none, and an idle connection should be small.
+    will: Option<Box<Will>>,
     will_delay: u32,
     session_expiry: u32,
     request_problem_information: bool,
@@ -184,7 +185,7 @@ impl Connection {
 
     /// The will and its delay, taken when it is to be published.
     pub fn take_will(&mut self) -> Option<(Will, u32)> {
-        self.will.take().map(|w| (w, self.will_delay))
+        self.will.take().map(|w| (*w, self.will_delay))
     }
 
     pub fn session_expiry(&self) -> u32 {
@@ -464,7 +465,7 @@ impl Connection {
             }
         }
         encode_infallible(&Packet::ConnAck(Box::new(ack)), version, out);
-        self.will = connect.will;
+        self.will = connect.will.map(Box::new);
         self.session_key = Some(key);
         self.phase = Phase::Connected;
         self.last_received = now;

@@ -74,6 +74,16 @@ pub enum DropReason {
     Offline,
 }
 
+/// Whether [`SessionState::deliver`] may queue beyond the configured bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueBound {
+    /// At most `max_queued` messages wait; the drop policy applies beyond.
+    Configured,
+    /// Retained messages sent on subscribe: the retained store bounds them,
+    /// and a new subscriber gets every one that matches.
+    Unbounded,
+}
+
 /// What happened to a message handed to [`SessionState::deliver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliverOutcome {
@@ -258,6 +268,7 @@ impl SessionState {
         plan: DeliveryPlan,
         now: Instant,
         out: &mut BytesMut,
+        bound: QueueBound,
     ) -> DeliverOutcome {
         if message.is_expired(now) {
             return self.dropped(DropReason::Expired);
@@ -267,7 +278,7 @@ impl SessionState {
             if pending.plan.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
                 return self.dropped(DropReason::Offline);
             }
-            return self.enqueue(pending);
+            return self.enqueue(pending, bound);
         }
         let buffer_full = out.len() >= self.limits.write_buffer_cap;
         if pending.plan.qos == QoS::AtMostOnce {
@@ -280,7 +291,7 @@ impl SessionState {
             };
         }
         if buffer_full || !self.queue.is_empty() || self.inflight.len() >= self.window() {
-            return self.enqueue(pending);
+            return self.enqueue(pending, bound);
         }
         self.send_with_new_pid(pending, now, out)
     }
@@ -290,8 +301,8 @@ impl SessionState {
         DeliverOutcome::Dropped(reason)
     }
 
-    fn enqueue(&mut self, pending: Pending) -> DeliverOutcome {
-        if self.queue.len() >= self.limits.max_queued {
+    fn enqueue(&mut self, pending: Pending, bound: QueueBound) -> DeliverOutcome {
+        if bound == QueueBound::Configured && self.queue.len() >= self.limits.max_queued {
             match self.limits.drop_policy {
                 DropPolicy::DropNewest => return self.dropped(DropReason::QueueFull),
                 DropPolicy::DropOldest => {
@@ -569,7 +580,7 @@ mod tests {
     fn send(s: &mut SessionState, qos: QoS, now: Instant, out: &mut BytesMut) -> DeliverOutcome {
         let m = message(qos, b"x");
         let p = plan(&m);
-        s.deliver(m, p, now, out)
+        s.deliver(m, p, now, out, QueueBound::Configured)
     }
 
     /// 5.0 §4.9: no more than Receive Maximum unacknowledged QoS>0 PUBLISH
@@ -702,8 +713,14 @@ mod tests {
         let mut m = message(QoS::AtLeastOnce, b"x");
         m.expires_at = Some(now + Duration::from_secs(10));
         let p = plan(&m);
-        s.deliver(m.clone(), p.clone(), now, &mut out);
-        s.deliver(message(QoS::AtLeastOnce, b"y"), p, now, &mut out);
+        s.deliver(m.clone(), p.clone(), now, &mut out, QueueBound::Configured);
+        s.deliver(
+            message(QoS::AtLeastOnce, b"y"),
+            p,
+            now,
+            &mut out,
+            QueueBound::Configured,
+        );
         s.attach(peer(10), now + Duration::from_secs(4), &mut out);
         let packets = decode_all(&mut out);
         let Packet::Publish(first) = &packets[0] else {
@@ -714,7 +731,7 @@ mod tests {
         let mut m2 = m;
         m2.expires_at = Some(now + Duration::from_secs(1));
         let p2 = plan(&m2);
-        s.deliver(m2, p2, now, &mut out);
+        s.deliver(m2, p2, now, &mut out, QueueBound::Configured);
         s.on_puback(PacketId::new(1).unwrap(), now, &mut out)
             .unwrap();
         s.attach(peer(10), now + Duration::from_secs(5), &mut out);
@@ -739,7 +756,7 @@ mod tests {
         let m = message(QoS::AtLeastOnce, b"0123456789abcdef");
         let p = plan(&m);
         assert_eq!(
-            s.deliver(m, p, now, &mut out),
+            s.deliver(m, p, now, &mut out, QueueBound::Configured),
             DeliverOutcome::Dropped(DropReason::TooLarge)
         );
         assert!(out.is_empty());
@@ -804,7 +821,7 @@ mod tests {
         ] {
             let m = on(topic, qos);
             let p = plan(&m);
-            s.deliver(m, p, now, &mut out);
+            s.deliver(m, p, now, &mut out, QueueBound::Configured);
         }
         let seen: Vec<(String, Option<u16>)> = decode_all(&mut out)
             .into_iter()

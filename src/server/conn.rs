@@ -17,7 +17,7 @@ use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::broker::connection::{Close, Connection, Event, Received};
+use crate::broker::connection::{Close, Connection, Event, PendingAck, Received};
 use crate::broker::message::{DeliveryPlan, SessionKey, SubscriptionEntry};
 use crate::broker::session::SessionState;
 use crate::codec::{
@@ -76,9 +76,26 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
                     if let Event::Publish { message, .. } = &event {
                         core.stats.received(message.qos, buffered - input.len());
                     }
-                    if let Some(close) =
-                        handle_event(&core, &link, &mut conn, &mut key, event).await
-                    {
+                    // The hot event inline; the rare ones boxed, so their
+                    // large futures take no room in an idle connection.
+                    let outcome = match event {
+                        Event::Publish { message, ack } => {
+                            // Nothing of the message is held across an
+                            // await: the rare waits are boxed.
+                            if let Some(ack) = publish(&core, &link, &mut conn, &message, ack) {
+                                Box::pin(acknowledge_retained(&core, &link, &mut conn, ack)).await;
+                            }
+                            drop(message);
+                            if core.must_wait() {
+                                Box::pin(core.backpressure()).await;
+                            }
+                            None
+                        }
+                        other => {
+                            Box::pin(handle_event(&core, &link, &mut conn, &mut key, other)).await
+                        }
+                    };
+                    if let Some(close) = outcome {
                         break 'serve close;
                     }
                     if client_id.is_none() {
@@ -97,8 +114,10 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
             let publish_will = reason == DisconnectReasonCode::SessionTakenOver;
             break conn.server_disconnect(reason, publish_will, &mut link.out.borrow_mut());
         }
-        if let Err(error) = flush(&core, &mut stream, &link, key).await {
-            break lost(&conn, &error.to_string());
+        if has_output(&core, &link, key) {
+            if let Err(error) = Box::pin(flush(&core, &mut stream, &link, key)).await {
+                break lost(&conn, &error.to_string());
+            }
         }
         let deadline = if conn.is_connected() {
             conn.keepalive_deadline()
@@ -131,10 +150,10 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
 
-    let _ = future::or(flush(&core, &mut stream, &link, None), async {
+    let _ = Box::pin(future::or(flush(&core, &mut stream, &link, None), async {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         Ok(())
-    })
+    }))
     .await;
     super::metrics::connection_closed(
         &core,
@@ -232,13 +251,16 @@ async fn flush(
     loop {
         let (chunk, stamps) = {
             let mut out = link.out.borrow_mut();
-            if out.is_empty() {
-                if let Some(key) = key {
-                    if let Some(slot) = core.sessions.borrow_mut().get_mut(key) {
+            let mut queued = 0;
+            if let Some(key) = key {
+                if let Some(slot) = core.sessions.borrow_mut().get_mut(key) {
+                    if out.is_empty() {
                         slot.state.pump(Instant::now(), &mut out);
                     }
+                    queued = slot.state.queued_len();
                 }
             }
+            link.update_backlog(out.len(), queued, core.marks);
             if out.is_empty() {
                 release_if_empty(&mut out);
                 return Ok(());
@@ -246,10 +268,52 @@ async fn flush(
             (out.split(), link.stamps.take())
         };
         stream.write_all(&chunk).await?;
-        link.drained_to(link.out.borrow().len(), core.backpressure_mark);
         super::metrics::count_sent(&core.stats, &chunk);
         core.telemetry.written(&stamps);
     }
+}
+
+/// Whether the connection has output to write, or queued messages that
+/// could now be written.
+fn has_output(core: &Core, link: &ConnLink, key: Option<SessionKey>) -> bool {
+    if !link.out.borrow().is_empty() {
+        return true;
+    }
+    key.is_some_and(|key| {
+        core.sessions
+            .borrow_mut()
+            .get_mut(key)
+            .is_some_and(|slot| slot.state.queued_len() > 0)
+    })
+}
+
+/// Routes an accepted PUBLISH and acknowledges it. A retained QoS 1/2
+/// message is acknowledged only once every replica has it: then the owed
+/// acknowledgement and its reason are returned for [`acknowledge_retained`].
+fn publish(
+    core: &Core,
+    link: &ConnLink,
+    conn: &mut Connection,
+    message: &crate::broker::message::Message,
+    ack: PendingAck,
+) -> Option<(PendingAck, Option<PubAckReasonCode>)> {
+    let matched = core.route(message, Instant::now());
+    let reason = (!matched).then_some(PubAckReasonCode::NoMatchingSubscribers);
+    if message.retain && message.qos != QoS::AtMostOnce {
+        return Some((ack, reason));
+    }
+    conn.publish_routed(ack, reason, &mut link.out.borrow_mut());
+    None
+}
+
+async fn acknowledge_retained(
+    core: &Core,
+    link: &ConnLink,
+    conn: &mut Connection,
+    (ack, reason): (PendingAck, Option<PubAckReasonCode>),
+) {
+    core.barrier().await;
+    conn.publish_routed(ack, reason, &mut link.out.borrow_mut());
 }
 
 async fn handle_event(
@@ -311,19 +375,14 @@ async fn handle_event(
             None
         }
         Event::Publish { message, ack } => {
-            let now = Instant::now();
-            let matched = core.route(&message, now);
-            if message.retain && message.qos != QoS::AtMostOnce {
-                // Acknowledged retained messages are on every replica first.
-                core.barrier().await;
+            if let Some(ack) = publish(core, link, conn, &message, ack) {
+                acknowledge_retained(core, link, conn, ack).await;
             }
-            let reason = (!matched).then_some(PubAckReasonCode::NoMatchingSubscribers);
-            conn.publish_routed(ack, reason, &mut link.out.borrow_mut());
-            core.wait_for_consumers().await;
-            core.outbox_room().await;
+            core.backpressure().await;
             None
         }
         Event::Subscribe(subscribe) => {
+            let received_at = Instant::now();
             let session_key = (*key)?;
             let mut codes = Vec::with_capacity(subscribe.subscriptions.len());
             let mut retained_for = Vec::new();
@@ -349,7 +408,7 @@ async fn handle_event(
                     }
                     subs.insert(sub.filter.clone(), entry).is_some()
                 };
-                core.add_subscription(session_key, &sub.filter, entry);
+                core.add_new_subscription(session_key, &sub.filter, entry, received_at);
                 codes.push(SubAckReasonCode::granted(sub.options.qos));
                 let wants_retained = match sub.options.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
@@ -403,7 +462,7 @@ fn deliver_retained(core: &Core, key: SessionKey, filters: Vec<(TopicFilter, Sub
         for message in messages {
             if !message.is_expired(now) {
                 let plan = DeliveryPlan::new(&message, &entry, true);
-                core.deliver_to(key, &message, plan, now);
+                core.deliver_retained_to(key, &message, plan, now);
             }
         }
     }

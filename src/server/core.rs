@@ -53,13 +53,13 @@ use smallvec::SmallVec;
 use crate::broker::connection::ConnectionLimits;
 use crate::broker::message::{DeliveryPlan, Message, SessionKey, SubscriptionEntry};
 use crate::broker::retained::RetainedStore;
-use crate::broker::session::{SessionLimits, SessionState};
+use crate::broker::session::{QueueBound, SessionLimits, SessionState};
 use crate::broker::trie::SubscriptionTrie;
 use crate::codec::{DisconnectReasonCode, MqttStr, TopicFilter, TopicName, Will};
 
 use super::mailbox::{Claimant, CoreMsg, Outbox, SessionTransfer};
 use super::notify::Notify;
-use super::sessions::{ConnLink, SessionSlot, Sessions};
+use super::sessions::{ConnLink, Marks, SessionSlot, Sessions};
 use super::stats::CoreStats;
 
 /// How long a subscriber may take to drain below the back-pressure mark
@@ -116,9 +116,10 @@ pub struct Core {
     pub telemetry: super::metrics::Telemetry,
     pub shutdown: Arc<AtomicBool>,
     pub stopping: Notify,
-    /// Output size of a subscriber above which whoever is feeding it (a
-    /// publisher's task, a mailbox receiver) waits for it to drain.
-    pub backpressure_mark: usize,
+    /// Output bytes and queued messages of a subscriber above which whoever
+    /// is feeding it (a publisher's task, a mailbox receiver) waits for it
+    /// to drain: a quarter of the write cap, half the queue bound.
+    pub marks: Marks,
     /// Subscribers found over `backpressure_mark` since the last wait.
     congested: RefCell<Vec<Rc<ConnLink>>>,
     /// Where every connection of this core reads into, one poll at a time.
@@ -127,7 +128,15 @@ pub struct Core {
     pub deny_subscribe: Vec<TopicFilter>,
     /// Scratch for merging the plans of one PUBLISH, reused across calls.
     plans: RefCell<Vec<(SessionKey, DeliveryPlan)>>,
+    /// Messages this core routed lately (at most [`RECENT_CAP`], none older
+    /// than [`RECENT_WINDOW`]), for [`Core::catch_up`].
+    recent: RefCell<VecDeque<Message>>,
 }
+
+/// How many recently routed messages a core keeps for subscriptions that
+/// reach it from another core, and for how long.
+const RECENT_CAP: usize = 1024;
+const RECENT_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Core {
     pub fn new(
@@ -158,7 +167,10 @@ impl Core {
             telemetry: Default::default(),
             shutdown,
             stopping: Notify::default(),
-            backpressure_mark: (config.limits.write_buffer_cap / 4).max(1),
+            marks: Marks {
+                out_bytes: (config.limits.write_buffer_cap / 4).max(1),
+                queued: (config.limits.max_queued / 2).max(1),
+            },
             congested: RefCell::new(Vec::new()),
             read_scratch: RefCell::new(vec![0; super::conn::READ_CHUNK]),
             deny_subscribe: config
@@ -167,6 +179,7 @@ impl Core {
                 .filter_map(|f| TopicFilter::try_from(f.as_str()).ok())
                 .collect(),
             plans: RefCell::new(Vec::new()),
+            recent: RefCell::new(VecDeque::new()),
         }
     }
 
@@ -237,6 +250,18 @@ impl Core {
         }
     }
 
+    /// Whether a publisher has to wait before reading on: a local
+    /// subscriber is over its mark or a peer core's outbox is congested.
+    pub fn must_wait(&self) -> bool {
+        !self.congested.borrow().is_empty() || self.outboxes.iter().any(Outbox::is_congested)
+    }
+
+    /// Both kinds of back-pressure, local subscribers first.
+    pub async fn backpressure(&self) {
+        self.wait_for_consumers().await;
+        self.outbox_room().await;
+    }
+
     /// Back-pressure towards local subscribers: waits until every
     /// subscriber this task just filled past the mark has drained below it.
     /// One that does not drain within [`SLOW_CONSUMER_GRACE`] is marked a
@@ -247,12 +272,12 @@ impl Core {
             let Some(link) = self.congested.borrow_mut().pop() else {
                 return;
             };
-            if link.is_slow() || link.out.borrow().len() < self.backpressure_mark {
+            if link.is_slow() || !link.over(self.marks) {
                 continue;
             }
             let drained = futures_lite::future::or(
                 async {
-                    link.drained(self.backpressure_mark).await;
+                    link.drained(self.marks).await;
                     true
                 },
                 async {
@@ -286,7 +311,15 @@ impl Core {
                 let plan = DeliveryPlan::new(&message, &entry, false);
                 self.deliver_to(key, &message, plan, now);
             }
-            CoreMsg::Subscribe { key, filter, entry } => {
+            CoreMsg::Subscribe {
+                key,
+                filter,
+                entry,
+                since,
+            } => {
+                if let Some(since) = since {
+                    self.catch_up(key, &filter, &entry, since);
+                }
                 self.trie.borrow_mut().insert(&filter, key, entry);
             }
             CoreMsg::Unsubscribe { key, filter } => {
@@ -378,6 +411,17 @@ impl Core {
             });
         }
         let matched = self.deliver_local(message, true, now);
+        if self.ncores > 1 {
+            let mut recent = self.recent.borrow_mut();
+            while recent.len() >= RECENT_CAP
+                || recent
+                    .front()
+                    .is_some_and(|m| now.saturating_duration_since(m.received_at) > RECENT_WINDOW)
+            {
+                recent.pop_front();
+            }
+            recent.push_back(message.clone());
+        }
         if !matched && !message.retain {
             self.stats
                 .dropped(super::stats::DropCause::NoSubscribers, 1);
@@ -460,6 +504,35 @@ impl Core {
 
     /// Hands one message to one local session.
     pub fn deliver_to(&self, key: SessionKey, message: &Message, plan: DeliveryPlan, now: Instant) {
+        self.deliver_with(key, message, plan, now, false);
+    }
+
+    /// Hands a retained message to a session that just subscribed. These
+    /// are not bounded by the queue limit: the retained store bounds them,
+    /// and a subscriber must get every retained message that matches.
+    pub fn deliver_retained_to(
+        &self,
+        key: SessionKey,
+        message: &Message,
+        plan: DeliveryPlan,
+        now: Instant,
+    ) {
+        self.deliver_with(key, message, plan, now, true);
+    }
+
+    fn deliver_with(
+        &self,
+        key: SessionKey,
+        message: &Message,
+        plan: DeliveryPlan,
+        now: Instant,
+        unbounded: bool,
+    ) {
+        let bound = if unbounded {
+            QueueBound::Unbounded
+        } else {
+            QueueBound::Configured
+        };
         let mut sessions = self.sessions.borrow_mut();
         let Some(slot) = sessions.get_mut(key) else {
             return;
@@ -470,7 +543,8 @@ impl Core {
                 let sample = !plan.retain && self.telemetry.sampling();
                 let mut out = link.out.borrow_mut();
                 let before = out.len();
-                slot.state.deliver(message.clone(), plan, now, &mut out);
+                slot.state
+                    .deliver(message.clone(), plan, now, &mut out, bound);
                 if out.len() > before {
                     // Counted as sent when written (see `conn::flush`).
                     if sample {
@@ -478,13 +552,16 @@ impl Core {
                     }
                     link.notify.notify();
                 }
-                if out.len() >= self.backpressure_mark && !link.is_slow() {
+                let (out_len, queued) = (out.len(), slot.state.queued_len());
+                drop(out);
+                link.update_backlog(out_len, queued, self.marks);
+                if link.over(self.marks) && !link.is_slow() {
                     self.congested.borrow_mut().push(link.clone());
                 }
             }
             None => {
                 slot.state
-                    .deliver(message.clone(), plan, now, &mut BytesMut::new());
+                    .deliver(message.clone(), plan, now, &mut BytesMut::new(), bound);
             }
         }
         self.stats.drain_drops(&mut slot.state.drops);
@@ -497,6 +574,78 @@ impl Core {
         filter: &TopicFilter,
         entry: SubscriptionEntry,
     ) {
+        self.register(key, filter, entry, None);
+    }
+
+    /// Registers the subscription of a SUBSCRIBE read at `since`. Each
+    /// other core also delivers what it routed from then until it applied
+    /// it: a PUBLISH that reached the broker after the SUBSCRIBE reaches the
+    /// subscriber even when its connection is served by another core.
+    pub fn add_new_subscription(
+        &self,
+        key: SessionKey,
+        filter: &TopicFilter,
+        entry: SubscriptionEntry,
+        since: Instant,
+    ) {
+        self.register(key, filter, entry, Some(since));
+    }
+
+    /// Messages routed here at or after `since` that match `filter` and did
+    /// not reach `key` through another of its subscriptions: sent to it
+    /// now, as the replica missed the subscription when they were routed.
+    /// Shared subscriptions are left out (the group pick is already made).
+    fn catch_up(
+        &self,
+        key: SessionKey,
+        filter: &TopicFilter,
+        entry: &SubscriptionEntry,
+        since: Instant,
+    ) {
+        if filter.shared().is_some() {
+            return;
+        }
+        let recent = self.recent.borrow();
+        let mut missed = Vec::new();
+        let mut one = SubscriptionTrie::new();
+        one.insert(filter, key, *entry);
+        let trie = self.trie.borrow();
+        for message in recent.iter().filter(|m| m.received_at >= since) {
+            if entry.options.no_local && message.origin == Some(key) {
+                continue;
+            }
+            let topic = message.template.topic().as_str();
+            let mut matches = false;
+            one.match_topic(topic, |_, _| matches = true, |_, _| {});
+            let mut reached = false;
+            if matches {
+                trie.match_topic(topic, |k, _| reached |= k == key, |_, _| {});
+            }
+            if matches && !reached {
+                missed.push(message.clone());
+            }
+        }
+        drop(trie);
+        drop(recent);
+        for message in missed {
+            self.send(
+                usize::from(key.core),
+                CoreMsg::SharedDeliver {
+                    key,
+                    entry: *entry,
+                    message,
+                },
+            );
+        }
+    }
+
+    fn register(
+        &self,
+        key: SessionKey,
+        filter: &TopicFilter,
+        entry: SubscriptionEntry,
+        since: Option<Instant>,
+    ) {
         if self.sessions.borrow_mut().get_mut(key).is_none() {
             // The session was taken over while its connection was being
             // set up: registering would leave a subscription nobody owns.
@@ -507,6 +656,7 @@ impl Core {
             key,
             filter: filter.clone(),
             entry,
+            since,
         });
     }
 

@@ -34,6 +34,8 @@ pub struct ConnLink {
     /// period: a slow consumer no longer holds publishers back, and QoS 0
     /// beyond its cap is dropped. Cleared when its output empties.
     slow: Cell<bool>,
+    /// Messages queued in the session (mirrored here by the core).
+    queued: Cell<usize>,
     /// Publishers waiting for `out` to drain below the back-pressure mark.
     drain_waiters: RefCell<Vec<std::task::Waker>>,
     /// When the messages now in `out` were received: latency samples.
@@ -64,25 +66,31 @@ impl ConnLink {
         self.slow.set(true);
     }
 
-    /// Called by the connection's writer whenever `out` shrank: wakes the
-    /// publishers waiting on it once it is under `mark` bytes, and forgives
-    /// a slow consumer once it has caught up completely.
-    pub fn drained_to(&self, len: usize, mark: usize) {
-        if len == 0 {
+    /// Records how much the connection has waiting (`out` bytes and
+    /// queued messages) and wakes the publishers waiting on it once both
+    /// are under their marks. A slow consumer is forgiven once it has
+    /// caught up completely.
+    pub fn update_backlog(&self, out_len: usize, queued: usize, marks: Marks) {
+        self.queued.set(queued);
+        if out_len == 0 && queued == 0 {
             self.slow.set(false);
         }
-        if len < mark {
+        if out_len < marks.out_bytes && queued < marks.queued {
             for waker in self.drain_waiters.borrow_mut().drain(..) {
                 waker.wake();
             }
         }
     }
 
-    /// Resolves once `out` holds fewer than `mark` bytes or the connection
-    /// is closing.
-    pub async fn drained(&self, mark: usize) {
+    /// Whether the connection is over either back-pressure mark.
+    pub fn over(&self, marks: Marks) -> bool {
+        self.out.borrow().len() >= marks.out_bytes || self.queued.get() >= marks.queued
+    }
+
+    /// Resolves once the connection is under both marks or closing.
+    pub async fn drained(&self, marks: Marks) {
         std::future::poll_fn(|cx| {
-            if self.out.borrow().len() < mark || self.killed.get().is_some() {
+            if !self.over(marks) || self.killed.get().is_some() {
                 std::task::Poll::Ready(())
             } else {
                 self.drain_waiters.borrow_mut().push(cx.waker().clone());
@@ -91,6 +99,14 @@ impl ConnLink {
         })
         .await
     }
+}
+
+/// Back-pressure marks: output bytes and queued messages above which a
+/// subscriber's feeders wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marks {
+    pub out_bytes: usize,
+    pub queued: usize,
 }
 
 pub struct SessionSlot {
