@@ -227,3 +227,41 @@ fn will_topic_limits() {
     assert_eq!(ack.code, vane::codec::ConnectReasonCode::TopicNameInvalid);
     raw.expect_closed();
 }
+
+/// A subscriber that stops reading does not stop the others: once its
+/// output passes `write_buffer_cap`, QoS 0 messages for it are dropped,
+/// while the publisher and a healthy subscriber carry on and the healthy
+/// one gets everything, in order.
+#[test]
+fn stuck_subscriber_does_not_block_others() {
+    let broker = Broker::with(|c| c.limits.write_buffer_cap = 64 * 1024);
+    let t = unique("stuck/t");
+    let (mut stuck, _) = Raw::connected(broker.addr, connect(V4, &unique("stuck")));
+    stuck.subscribe(subscribe(1, &t, QoS::AtMostOnce));
+    let (mut healthy, _) = Raw::connected(broker.addr, connect(V4, &unique("healthy")));
+    healthy.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    let (mut p, _) = Raw::connected(broker.addr, connect(V4, &unique("flood")));
+    const N: u16 = 1000;
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            for i in 0..N {
+                let m = healthy.expect_publish_acked();
+                assert_eq!(
+                    &m.payload[..2],
+                    &i.to_be_bytes(),
+                    "healthy subscriber lost a message"
+                );
+            }
+            let end = healthy.expect_publish_acked();
+            assert_eq!(&end.payload[..], b"end");
+        });
+        let mut payload = vec![0u8; 16 * 1024];
+        for i in 0..N {
+            payload[..2].copy_from_slice(&i.to_be_bytes());
+            p.publish(publish(&t, &payload, QoS::AtMostOnce, 1));
+        }
+        p.publish_acked(publish(&t, b"end", QoS::AtLeastOnce, 2));
+        reader.join().expect("healthy subscriber");
+    });
+    drop(stuck);
+}
