@@ -322,3 +322,32 @@ fn fan_out_to_many_subscribers_on_both_cores() {
         assert!(s.ping().is_empty(), "subscriber {k} got a duplicate");
     }
 }
+
+/// [MQTT-3.1.2-4]: a live session taken over by a CONNECT with Clean
+/// Start = 1 is discarded: none of its subscriptions deliver to the new
+/// connection, on either core.
+#[test]
+fn clean_takeover_discards_subscriptions() {
+    let broker = Broker::start();
+    for round in 0..8u16 {
+        let t = unique("cleantake/t");
+        let (mut old, _, id) = Raw::v5_assigned(broker.addr, resumable("", 10));
+        old.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+        let (mut new, ack) = Raw::connected(broker.addr, connect(V5, &id));
+        assert!(!ack.session_present);
+        old.expect_disconnect(DisconnectReasonCode::SessionTakenOver);
+        let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("ctp")));
+        let mut m = publish(&t, b"x", QoS::AtLeastOnce, 1);
+        p.publish(m);
+        match p.expect() {
+            Packet::PubAck(ack) => assert_eq!(
+                ack.reason,
+                vane::codec::PubAckReasonCode::NoMatchingSubscribers,
+                "round {round}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(new.ping().is_empty(), "round {round}");
+        new.disconnect();
+    }
+}
