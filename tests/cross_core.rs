@@ -337,7 +337,7 @@ fn clean_takeover_discards_subscriptions() {
         assert!(!ack.session_present);
         old.expect_disconnect(DisconnectReasonCode::SessionTakenOver);
         let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("ctp")));
-        let mut m = publish(&t, b"x", QoS::AtLeastOnce, 1);
+        let m = publish(&t, b"x", QoS::AtLeastOnce, 1);
         p.publish(m);
         match p.expect() {
             Packet::PubAck(ack) => assert_eq!(
