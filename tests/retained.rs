@@ -245,3 +245,33 @@ fn v5_retained_message_expires() {
         "an expired retained message was sent"
     );
 }
+
+/// A retained QoS 2 message published just before a SUBSCRIBE (its PUBREC
+/// already received) reaches the new subscriber once: as the retained
+/// copy with RETAIN=1 ([MQTT-3.3.1-9]), not also as a live message that
+/// was routed before the subscription existed. Repeated over both cores.
+#[test]
+fn retained_message_reaches_a_new_subscriber_once() {
+    let broker = Broker::start();
+    let [(mut c0, _), (mut c1, _)] = raw_pair_on_cores(broker.addr, || connect(V5, ""));
+    for round in 0..20u16 {
+        let t = unique("once/t");
+        let (publisher, sub) = if round % 2 == 0 {
+            (&mut c0, &mut c1)
+        } else {
+            (&mut c1, &mut c0)
+        };
+        publisher.publish_acked(retained(&t, b"only-once", QoS::ExactlyOnce, round + 1));
+        sub.subscribe(subscribe(1, &t, QoS::ExactlyOnce));
+        let p = sub.expect_publish_acked();
+        assert!(
+            p.retain,
+            "round {round}: delivered live, before the subscription: {p:?}"
+        );
+        let extra = sub.ping();
+        assert!(
+            extra.is_empty(),
+            "round {round}: delivered twice: {extra:?}"
+        );
+    }
+}

@@ -182,13 +182,17 @@ fn will_qos_and_retain() {
     let (mut late, _) = Raw::connected(broker.addr, connect(V5, &unique("late")));
     late.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
     let p = late.expect_publish_acked();
-    assert!(p.retain);
+    assert!(
+        p.retain,
+        "the will was sent live to a later subscriber: {p:?}"
+    );
     assert_eq!(
         p.qos(),
         QoS::AtLeastOnce,
         "min(will QoS 2, subscription QoS 1)"
     );
     assert_eq!(&p.payload[..], b"retained-will");
+    assert!(late.ping().is_empty(), "the retained will arrived twice");
 }
 
 fn delayed_will_connect(id: &str, t: &str, delay: u32, expiry: u32) -> Connect {

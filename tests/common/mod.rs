@@ -296,16 +296,23 @@ impl Raw {
         self.send(&Packet::Publish(p));
     }
 
-    /// Subscribes and returns the SUBACK.
+    /// Subscribes and returns the SUBACK. PUBLISHes that arrive before it
+    /// (the server may start sending before SUBACK, 3.1.1 and 5.0 §3.8.4)
+    /// are kept for the next reads.
     pub fn subscribe(&mut self, s: Subscribe) -> SubAck {
         let id = s.pid;
         self.send(&Packet::Subscribe(s));
-        match self.expect() {
-            Packet::SubAck(ack) => {
-                assert_eq!(ack.pid, id);
-                ack
+        let mut early = Vec::new();
+        loop {
+            match self.expect() {
+                Packet::SubAck(ack) => {
+                    assert_eq!(ack.pid, id);
+                    self.stash.extend(early);
+                    return ack;
+                }
+                p @ Packet::Publish(_) => early.push(p),
+                other => panic!("expected SUBACK, got {other:?}"),
             }
-            other => panic!("expected SUBACK, got {other:?}"),
         }
     }
 
