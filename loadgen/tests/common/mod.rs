@@ -1,8 +1,9 @@
 //! Test harness: start a broker on an ephemeral loopback port, run the
 //! load generator in-process, and keep runs from overlapping.
 //!
-//! [`start_broker`] is the one place that knows which broker the tests run
-//! against (Mosquitto for now). It fails loudly when Mosquitto is missing.
+//! [`start_broker`] starts Mosquitto (and fails loudly when it is missing);
+//! [`start_vane`] starts Vane in-process. The scenario suite in
+//! `scenarios.rs` runs against both.
 
 #![allow(dead_code)]
 
@@ -15,17 +16,53 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use vane_loadgen::{Cli, Report};
 
-/// A broker process that is killed when dropped.
+#[macro_use]
+pub mod scenarios;
+
+/// A running broker, stopped when dropped.
 pub struct Broker {
     pub port: u16,
-    child: Child,
-    _dir: TempDir,
+    process: BrokerProcess,
+}
+
+enum BrokerProcess {
+    Mosquitto {
+        child: Child,
+        _dir: TempDir,
+    },
+    /// Dropping the server shuts it down.
+    Vane(Option<vane::server::Server>),
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.process {
+            BrokerProcess::Mosquitto { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            BrokerProcess::Vane(server) => {
+                if let Some(server) = server.take() {
+                    server.shutdown().expect("vane shuts down cleanly");
+                }
+            }
+        }
+    }
+}
+
+/// Starts Vane in-process with two cores on a fresh loopback port; it
+/// accepts as soon as this returns.
+pub fn start_vane() -> Broker {
+    let mut config = vane::server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: 2,
+        ..vane::server::Config::default()
+    };
+    config.stats.enabled = false;
+    let server = vane::server::Server::start(config).expect("vane starts");
+    Broker {
+        port: server.local_addr().port(),
+        process: BrokerProcess::Vane(Some(server)),
     }
 }
 
@@ -84,8 +121,7 @@ pub fn start_broker() -> Broker {
         });
     let broker = Broker {
         port,
-        child,
-        _dir: dir,
+        process: BrokerProcess::Mosquitto { child, _dir: dir },
     };
     wait_for_port(port, Duration::from_secs(10));
     broker
