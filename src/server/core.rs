@@ -55,7 +55,7 @@ use crate::broker::message::{DeliveryPlan, Message, SessionKey, SubscriptionEntr
 use crate::broker::retained::RetainedStore;
 use crate::broker::session::{QueueBound, SessionLimits, SessionState};
 use crate::broker::trie::SubscriptionTrie;
-use crate::codec::{DisconnectReasonCode, MqttStr, TopicFilter, TopicName, Will};
+use crate::codec::{DisconnectReasonCode, MqttStr, RetainHandling, TopicFilter, TopicName, Will};
 
 use super::mailbox::{Claimant, CoreMsg, Outbox, SessionTransfer};
 use super::notify::Notify;
@@ -612,6 +612,12 @@ impl Core {
         let trie = self.trie.borrow();
         for message in recent.iter().filter(|m| m.received_at >= since) {
             if entry.options.no_local && message.origin == Some(key) {
+                continue;
+            }
+            let stored = message.retain && !message.template.payload().is_empty();
+            if stored && entry.options.retain_handling != RetainHandling::DoNotSend {
+                // The subscriber gets it from the retained store, which
+                // has it by the time the SUBSCRIBE's barrier completes.
                 continue;
             }
             let topic = message.template.topic().as_str();

@@ -52,6 +52,10 @@ pub enum CoreMsg {
         key: SessionKey,
         filter: TopicFilter,
         entry: SubscriptionEntry,
+        /// When the SUBSCRIBE was read: the peer delivers what it routed
+        /// from then until it applied this (see `Core::catch_up`). None
+        /// when a session's subscriptions are registered again.
+        since: Option<std::time::Instant>,
     },
     /// Replica update: remove a subscription.
     Unsubscribe {
