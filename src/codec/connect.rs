@@ -217,10 +217,18 @@ impl Connect {
     #[inline]
     fn encode_body_with(&self, (props, will_props): (usize, usize), buf: &mut BytesMut) {
         let v5 = self.protocol.is_v5();
-        put_binary(buf, self.protocol.protocol_name().as_bytes());
-        buf.extend_from_slice(&[self.protocol.level()]);
-        buf.extend_from_slice(&[self.flags()]);
-        buf.extend_from_slice(&u16::to_be_bytes(self.keep_alive));
+        // The variable header before the properties in one write: the
+        // protocol name, level, flags and keep alive.
+        let [ka_hi, ka_lo] = self.keep_alive.to_be_bytes();
+        let (level, flags) = (self.protocol.level(), self.flags());
+        match self.protocol {
+            ProtocolVersion::V3_1 => buf.extend_from_slice(&[
+                0, 6, b'M', b'Q', b'I', b's', b'd', b'p', level, flags, ka_hi, ka_lo,
+            ]),
+            ProtocolVersion::V3_1_1 | ProtocolVersion::V5 => {
+                buf.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', level, flags, ka_hi, ka_lo])
+            }
+        }
         if v5 {
             self.properties.encode_with_len(props, buf);
         }

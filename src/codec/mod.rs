@@ -209,6 +209,7 @@ impl Packet {
     /// Fields that `version` lacks (properties, reason codes before 5.0) are
     /// left out; CONNECT always uses its own protocol level. AUTH has no 3.x
     /// form and is written as 5.0.
+    #[inline]
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
         // These two size their property sets once rather than twice.
         match self {

@@ -137,6 +137,7 @@ impl Publish {
     /// The whole packet, as [`super::Packet::encode`] writes it, with the
     /// property length computed once.
     #[inline]
+    #[inline]
     pub(crate) fn encode(
         &self,
         version: ProtocolVersion,
@@ -158,6 +159,10 @@ impl Publish {
         };
         if body > VARINT_MAX as usize {
             return Err(EncodeError::TooLarge(body));
+        }
+        if props == 0 && body < 16_384 {
+            self.encode_small(version, body, buf);
+            return Ok(());
         }
         buf.reserve(1 + varint_len(body) + body);
         let topic = self.topic.as_mqtt_str().as_bytes();
@@ -181,6 +186,57 @@ impl Publish {
         }
         buf.extend_from_slice(&self.payload);
         Ok(())
+    }
+
+    /// The common PUBLISH: no properties to write and a remaining length
+    /// under 16,384. One capacity check; the header and the id/property
+    /// tail are written as fixed-size 8-byte stores (their spare bytes are
+    /// overwritten by what follows, or lie past the new length), so only
+    /// the topic and the payload cost a `memcpy`.
+    #[inline]
+    fn encode_small(&self, version: ProtocolVersion, body: usize, buf: &mut BytesMut) {
+        let topic = self.topic.as_mqtt_str().as_bytes();
+        let mut head = [0u8; 8];
+        head[0] = self.first_byte();
+        let mut n = if body < 128 {
+            head[1] = body as u8;
+            2
+        } else {
+            head[1] = (body & 0x7f) as u8 | 0x80;
+            head[2] = (body >> 7) as u8;
+            3
+        };
+        head[n..n + 2].copy_from_slice(&(topic.len() as u16).to_be_bytes());
+        n += 2;
+        let mut tail = [0u8; 8];
+        let mut t = 0;
+        if let Some(pid) = self.qos_pid.pid() {
+            tail[..2].copy_from_slice(&pid.get().to_be_bytes());
+            t = 2;
+        }
+        if version.is_v5() {
+            // tail[t] is already 0: the empty property length.
+            t += 1;
+        }
+        let total = n + topic.len() + t + self.payload.len();
+        buf.reserve(total + 8);
+        // SAFETY: `reserve` left at least `total + 8` bytes of spare
+        // capacity. The writes below stay inside it: the 8-byte stores at
+        // offsets below `total`, plus at most 8 bytes, and the two copies
+        // end exactly at `total`. Every byte below `total` is written (the
+        // later parts overwrite the stores' spare bytes) before `set_len`
+        // exposes them; nothing it copies from can overlap the buffer.
+        unsafe {
+            let start = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            start.cast::<[u8; 8]>().write_unaligned(head);
+            let at = start.add(n);
+            std::ptr::copy_nonoverlapping(topic.as_ptr(), at, topic.len());
+            let at = at.add(topic.len());
+            at.cast::<[u8; 8]>().write_unaligned(tail);
+            let at = at.add(t);
+            std::ptr::copy_nonoverlapping(self.payload.as_ptr(), at, self.payload.len());
+            buf.set_len(buf.len() + total);
+        }
     }
 
     pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut BytesMut) {
