@@ -137,7 +137,6 @@ impl Publish {
     /// The whole packet, as [`super::Packet::encode`] writes it, with the
     /// property length computed once.
     #[inline]
-    #[inline]
     pub(crate) fn encode(
         &self,
         version: ProtocolVersion,
