@@ -17,7 +17,7 @@ use super::error::DecodeError;
 use super::types::{
     ClientId, MaximumQoS, MqttStr, PayloadFormat, SubscriptionId, TopicName, UserProperty,
 };
-use super::wire::{prefixed_len, put_binary, put_str, put_varint, varint_len, Reader};
+use super::wire::{prefixed_len, put_str, put_varint, varint_len, Reader};
 use super::PacketType;
 
 /// Property identifiers (5.0 §2.2.2.2, Table 2-4).
@@ -54,8 +54,19 @@ pub mod id {
 /// A value type a property can hold: how it is read, written and sized.
 pub(crate) trait PropertyValue: Sized {
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError>;
-    fn write(&self, buf: &mut BytesMut);
+    /// Writes the property: its identifier, then its value. Fixed-size
+    /// values and the length prefix of strings go out in the same write as
+    /// the identifier.
+    fn write(&self, id: u8, buf: &mut BytesMut);
     fn len(&self) -> usize;
+}
+
+/// Identifier, length prefix and bytes of a string or binary property.
+#[inline]
+fn put_tagged_binary(buf: &mut BytesMut, id: u8, bytes: &[u8]) {
+    let [hi, lo] = (bytes.len() as u16).to_be_bytes();
+    buf.extend_from_slice(&[id, hi, lo]);
+    buf.extend_from_slice(bytes);
 }
 
 fn invalid(id: u8, value: u32) -> DecodeError {
@@ -71,8 +82,8 @@ impl PropertyValue for bool {
             other => Err(invalid(id, other.into())),
         }
     }
-    fn write(&self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&[u8::from(*self)]);
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        buf.extend_from_slice(&[id, u8::from(*self)]);
     }
     fn len(&self) -> usize {
         1
@@ -87,8 +98,8 @@ impl PropertyValue for PayloadFormat {
             other => Err(invalid(id, other.into())),
         }
     }
-    fn write(&self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&[*self as u8]);
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        buf.extend_from_slice(&[id, *self as u8]);
     }
     fn len(&self) -> usize {
         1
@@ -103,8 +114,8 @@ impl PropertyValue for MaximumQoS {
             other => Err(invalid(id, other.into())),
         }
     }
-    fn write(&self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&[*self as u8]);
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        buf.extend_from_slice(&[id, *self as u8]);
     }
     fn len(&self) -> usize {
         1
@@ -115,8 +126,9 @@ impl PropertyValue for u16 {
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.u16("property")
     }
-    fn write(&self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&u16::to_be_bytes(*self));
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        let [hi, lo] = self.to_be_bytes();
+        buf.extend_from_slice(&[id, hi, lo]);
     }
     fn len(&self) -> usize {
         2
@@ -127,8 +139,9 @@ impl PropertyValue for NonZeroU16 {
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         NonZeroU16::new(r.u16("property")?).ok_or_else(|| invalid(id, 0))
     }
-    fn write(&self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&u16::to_be_bytes(self.get()));
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        let [hi, lo] = self.get().to_be_bytes();
+        buf.extend_from_slice(&[id, hi, lo]);
     }
     fn len(&self) -> usize {
         2
@@ -139,8 +152,9 @@ impl PropertyValue for u32 {
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.u32("property")
     }
-    fn write(&self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&u32::to_be_bytes(*self));
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        let [a, b, c, d] = self.to_be_bytes();
+        buf.extend_from_slice(&[id, a, b, c, d]);
     }
     fn len(&self) -> usize {
         4
@@ -151,8 +165,9 @@ impl PropertyValue for NonZeroU32 {
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         NonZeroU32::new(r.u32("property")?).ok_or_else(|| invalid(id, 0))
     }
-    fn write(&self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&u32::to_be_bytes(self.get()));
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        let [a, b, c, d] = self.get().to_be_bytes();
+        buf.extend_from_slice(&[id, a, b, c, d]);
     }
     fn len(&self) -> usize {
         4
@@ -164,7 +179,8 @@ impl PropertyValue for SubscriptionId {
         let value = r.varint("subscription identifier")?;
         SubscriptionId::new(value).ok_or_else(|| invalid(id, value))
     }
-    fn write(&self, buf: &mut BytesMut) {
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        buf.extend_from_slice(&[id]);
         put_varint(buf, self.get() as usize);
     }
     fn len(&self) -> usize {
@@ -176,8 +192,8 @@ impl PropertyValue for MqttStr {
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.string("property")
     }
-    fn write(&self, buf: &mut BytesMut) {
-        put_str(buf, self);
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        put_tagged_binary(buf, id, self.as_bytes());
     }
     fn len(&self) -> usize {
         prefixed_len(MqttStr::len(self))
@@ -188,8 +204,8 @@ impl PropertyValue for ClientId {
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         Ok(ClientId::new(r.string("assigned client identifier")?))
     }
-    fn write(&self, buf: &mut BytesMut) {
-        put_str(buf, self.as_mqtt_str());
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        put_tagged_binary(buf, id, self.as_mqtt_str().as_bytes());
     }
     fn len(&self) -> usize {
         prefixed_len(self.as_mqtt_str().len())
@@ -203,8 +219,8 @@ impl PropertyValue for TopicName {
         TopicName::new(r.string(field)?)
             .map_err(|error| DecodeError::InvalidTopicName { field, error })
     }
-    fn write(&self, buf: &mut BytesMut) {
-        put_str(buf, self.as_mqtt_str());
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        put_tagged_binary(buf, id, self.as_mqtt_str().as_bytes());
     }
     fn len(&self) -> usize {
         prefixed_len(TopicName::len(self))
@@ -216,8 +232,8 @@ impl PropertyValue for Bytes {
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.binary("property")
     }
-    fn write(&self, buf: &mut BytesMut) {
-        put_binary(buf, self);
+    fn write(&self, id: u8, buf: &mut BytesMut) {
+        put_tagged_binary(buf, id, self);
     }
     fn len(&self) -> usize {
         prefixed_len(Bytes::len(self))
@@ -251,8 +267,7 @@ fn user_properties_len(props: &[UserProperty]) -> usize {
 
 fn write_user_properties(props: &[UserProperty], buf: &mut BytesMut) {
     for p in props {
-        buf.extend_from_slice(&[id::USER_PROPERTY]);
-        put_str(buf, &p.key);
+        put_tagged_binary(buf, id::USER_PROPERTY, p.key.as_bytes());
         put_str(buf, &p.value);
     }
 }
@@ -370,12 +385,10 @@ macro_rules! property_set {
             /// Writes the properties without the length field.
             pub(crate) fn encode_body(&self, buf: &mut BytesMut) {
                 $( if let Some(value) = &self.$field {
-                    buf.extend_from_slice(&[id::$pid]);
-                    value.write(buf);
+                    value.write(id::$pid, buf);
                 } )*
                 $( $( for value in &self.$rfield {
-                    buf.extend_from_slice(&[id::$rpid]);
-                    value.write(buf);
+                    value.write(id::$rpid, buf);
                 } )* )?
                 write_user_properties(&self.user_properties, buf);
             }
