@@ -1,5 +1,6 @@
 //! CONNECT / CONNACK for every protocol level, client identifiers, the
 //! limits CONNACK advertises, and graceful shutdown.
+#![cfg(feature = "runtime")]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! (`vane-<core>-...`); see `raw_pair_on_cores`. Where a test needs a
 //! chosen client id, whose connection lands on a core the kernel picks, it
 //! repeats enough times that both same-core and cross-core cases occur.
+#![cfg(feature = "runtime")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Configured limits: subscriptions per client, packet size, connections
 //! per core, the session queue and its drop policy, the server's Receive
 //! Maximum, and topic length/depth.
+#![cfg(feature = "runtime")]
 
 mod common;
 

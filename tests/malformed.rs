@@ -1,6 +1,7 @@
 //! Malformed and protocol-violating input: each gets the right 5.0 reason
 //! code (DISCONNECT or CONNACK) or a plain close for 3.x, and other
 //! clients of the broker carry on unaffected.
+#![cfg(feature = "runtime")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! QoS 0/1/2 in both directions, the outbound inflight window, DUP
 //! retransmission on session resumption, and inbound QoS 2 deduplication.
+#![cfg(feature = "runtime")]
 
 mod common;
 

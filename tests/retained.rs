@@ -1,6 +1,7 @@
 //! Retained messages: storing, replacing, clearing, delivery on SUBSCRIBE,
 //! Retain Handling, Retain As Published, and retained messages across
 //! cores.
+#![cfg(feature = "runtime")]
 
 mod common;
 

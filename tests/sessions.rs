@@ -1,5 +1,6 @@
 //! Sessions: clean session / clean start, Session Present, the offline
 //! queue, and Session Expiry.
+#![cfg(feature = "runtime")]
 
 mod common;
 

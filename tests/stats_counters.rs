@@ -1,6 +1,7 @@
 //! The stats endpoint against a running broker and real clients: counters
 //! move by exactly what the clients did, the endpoints answer as they
 //! should, latency is sampled, and $SYS topics carry the figures.
+#![cfg(feature = "runtime")]
 
 mod stats_support;
 

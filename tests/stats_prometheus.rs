@@ -4,6 +4,7 @@
 //! for the connection count with the number of connected clients.
 //!
 //! Both tests fail, saying what to install, if the tools are missing.
+#![cfg(feature = "runtime")]
 
 mod stats_support;
 

@@ -1,5 +1,6 @@
 //! Topic filters: wildcards, `$`-topics, SUBACK codes, UNSUBSCRIBE, and
 //! overlapping subscriptions.
+#![cfg(feature = "runtime")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! MQTT 5.0 features: Message Expiry, Topic Alias, Maximum Packet Size,
 //! Subscription Identifiers, No Local, shared subscriptions, property
 //! pass-through and enhanced authentication.
+#![cfg(feature = "runtime")]
 
 mod common;
 

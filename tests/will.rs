@@ -1,5 +1,6 @@
 //! Will messages: when they are published and when not, Will Delay
 //! Interval, will retain and will QoS.
+#![cfg(feature = "runtime")]
 
 mod common;
 
