@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Holds as many connections as this machine allows against Vane and then
+# Mosquitto, split over two vane-loadgen processes (distinct --id-offset and
+# source-address ranges) to show that several processes can share one run.
+# Prints each broker's resident memory before and with the connections
+# held, memory per connection, and each loadgen's connect rate.
+#   N=9500 per loadgen process (default; two processes), RATE=4000/s each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-9500}
+RATE=${RATE:-4000}
+HOLD=${HOLD:-6s}
+LG=target/release/vane-loadgen
+command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 500); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.01; done; return 1; }
+rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+
+run_broker() {
+  local name=$1 port=$2 pid=$3
+  wait_port "$port"
+  local before; before=$(rss_kib "$pid")
+  local a b; a=$(mktemp); b=$(mktemp)
+  $LG conn --port "$port" -n "$N" --connect-rate "$RATE" --duration "$HOLD" --warmup 0s --cores 1 \
+      --source 127.0.0.2-127.0.0.9 --client-id-prefix lgA --id-offset 0 --quiet --json >"$a" 2>/dev/null &
+  local pa=$!
+  $LG conn --port "$port" -n "$N" --connect-rate "$RATE" --duration "$HOLD" --warmup 0s --cores 1 \
+      --source 127.0.0.10-127.0.0.17 --client-id-prefix lgB --id-offset "$N" --quiet --json >"$b" 2>/dev/null &
+  local pb=$!
+  # Sample the broker's memory while both processes hold their connections.
+  local peak=0 fds=0
+  while kill -0 $pa 2>/dev/null || kill -0 $pb 2>/dev/null; do
+    local r; r=$(rss_kib "$pid"); [ "$r" -gt "$peak" ] && peak=$r
+    local f; f=$(ls /proc/$pid/fd | wc -l); [ "$f" -gt "$fds" ] && fds=$f
+    sleep 0.5
+  done
+  wait $pa || true; wait $pb || true
+  python3 - "$name" "$before" "$peak" "$fds" "$a" "$b" <<'PY'
+import json, sys
+name, before, peak, fds, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+ra, rb = json.load(open(a)), json.load(open(b))
+est = ra["connections"]["established"] + rb["connections"]["established"]
+failed = ra["connections"]["failed"] + rb["connections"]["failed"]
+rate = ra["connections"]["achieved_rate"] + rb["connections"]["achieved_rate"]
+per = (peak - before) * 1024 / max(est, 1)
+print(f"| {name} | {est} ({failed} failed) | {fds} | {before/1024:.1f} MiB | {peak/1024:.1f} MiB | {per:,.0f} B | {rate:,.0f}/s |")
+PY
+}
+
+echo "| broker | connections held (failed) | broker open fds | RSS before | RSS held | RSS per connection | connect rate (2 processes) |"
+echo "|---|---|---|---|---|---|---|"
+port=$(free_port)
+target/release/vane --listen 127.0.0.1:$port --cores 2 --stats-listen 127.0.0.1:$(free_port) >/dev/null 2>&1 &
+vp=$!; run_broker "Vane (2 cores)" "$port" "$vp"; kill $vp; wait $vp 2>/dev/null || true
+port=$(free_port); conf=$(mktemp)
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$conf"
+mosquitto -c "$conf" >/dev/null 2>&1 &
+mp=$!; run_broker "Mosquitto 2.0" "$port" "$mp"; kill $mp; wait $mp 2>/dev/null || true
