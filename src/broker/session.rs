@@ -234,7 +234,14 @@ impl SessionState {
                     let qos_pid = QosPid::new(entry.pending.plan.qos, Some(entry.pid))
                         .expect("inflight messages have QoS 1 or 2");
                     if self
-                        .write_publish(&entry.pending, qos_pid, true, now, out)
+                        .write_publish(
+                            &entry.pending.message,
+                            &entry.pending.plan,
+                            qos_pid,
+                            true,
+                            now,
+                            out,
+                        )
                         .is_err()
                     {
                         continue;
@@ -264,7 +271,7 @@ impl SessionState {
     /// cannot be kept.
     pub fn deliver(
         &mut self,
-        message: Message,
+        message: &Message,
         plan: DeliveryPlan,
         now: Instant,
         out: &mut BytesMut,
@@ -273,23 +280,35 @@ impl SessionState {
         if message.is_expired(now) {
             return self.dropped(DropReason::Expired);
         }
-        let pending = Pending { message, plan };
+        // The message is cloned (its shared buffers referenced once more)
+        // only when the session keeps it: queued or inflight. A QoS 0
+        // delivery written at once borrows it.
         if self.peer.is_none() {
-            if pending.plan.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
+            if plan.qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
                 return self.dropped(DropReason::Offline);
             }
-            return self.enqueue(pending, bound);
+            return self.enqueue(
+                Pending {
+                    message: message.clone(),
+                    plan,
+                },
+                bound,
+            );
         }
         let buffer_full = out.len() >= self.limits.write_buffer_cap;
-        if pending.plan.qos == QoS::AtMostOnce {
+        if plan.qos == QoS::AtMostOnce {
             if buffer_full {
                 return self.dropped(DropReason::SlowConsumer);
             }
-            return match self.write_publish(&pending, QosPid::AtMostOnce, false, now, out) {
+            return match self.write_publish(message, &plan, QosPid::AtMostOnce, false, now, out) {
                 Ok(()) => DeliverOutcome::Written,
                 Err(reason) => DeliverOutcome::Dropped(reason),
             };
         }
+        let pending = Pending {
+            message: message.clone(),
+            plan,
+        };
         if buffer_full || !self.queue.is_empty() || self.inflight.len() >= self.window() {
             return self.enqueue(pending, bound);
         }
@@ -323,7 +342,7 @@ impl SessionState {
     ) -> DeliverOutcome {
         let pid = self.allocate_pid();
         let qos_pid = QosPid::new(pending.plan.qos, Some(pid)).expect("QoS 1 or 2");
-        match self.write_publish(&pending, qos_pid, false, now, out) {
+        match self.write_publish(&pending.message, &pending.plan, qos_pid, false, now, out) {
             Ok(()) => {
                 self.inflight.push_back(Inflight {
                     pid,
@@ -351,7 +370,14 @@ impl SessionState {
                 continue;
             }
             if pending.plan.qos == QoS::AtMostOnce {
-                let _ = self.write_publish(&pending, QosPid::AtMostOnce, false, now, out);
+                let _ = self.write_publish(
+                    &pending.message,
+                    &pending.plan,
+                    QosPid::AtMostOnce,
+                    false,
+                    now,
+                    out,
+                );
             } else {
                 self.send_with_new_pid(pending, now, out);
             }
@@ -373,21 +399,22 @@ impl SessionState {
 
     fn write_publish(
         &mut self,
-        pending: &Pending,
+        message: &Message,
+        plan: &DeliveryPlan,
         qos_pid: QosPid,
         dup: bool,
         now: Instant,
         out: &mut BytesMut,
     ) -> Result<(), DropReason> {
         let peer = self.peer.expect("written only while online");
-        let template = &pending.message.template;
+        let template = &message.template;
         let (topic_alias, new_alias) = self.outbound_alias(peer, template.topic());
         let delivery = Delivery {
             qos_pid,
             dup,
-            retain: pending.plan.retain,
-            message_expiry_interval: pending.message.remaining_expiry(now),
-            subscription_identifiers: &pending.plan.subscription_ids,
+            retain: plan.retain,
+            message_expiry_interval: message.remaining_expiry(now),
+            subscription_identifiers: &plan.subscription_ids,
             topic_alias,
             send_topic: topic_alias.is_none() || new_alias,
         };
@@ -580,7 +607,7 @@ mod tests {
     fn send(s: &mut SessionState, qos: QoS, now: Instant, out: &mut BytesMut) -> DeliverOutcome {
         let m = message(qos, b"x");
         let p = plan(&m);
-        s.deliver(m, p, now, out, QueueBound::Configured)
+        s.deliver(&m, p, now, out, QueueBound::Configured)
     }
 
     /// 5.0 §4.9: no more than Receive Maximum unacknowledged QoS>0 PUBLISH
@@ -713,9 +740,9 @@ mod tests {
         let mut m = message(QoS::AtLeastOnce, b"x");
         m.expires_at = Some(now + Duration::from_secs(10));
         let p = plan(&m);
-        s.deliver(m.clone(), p.clone(), now, &mut out, QueueBound::Configured);
+        s.deliver(&m, p.clone(), now, &mut out, QueueBound::Configured);
         s.deliver(
-            message(QoS::AtLeastOnce, b"y"),
+            &message(QoS::AtLeastOnce, b"y"),
             p,
             now,
             &mut out,
@@ -731,7 +758,7 @@ mod tests {
         let mut m2 = m;
         m2.expires_at = Some(now + Duration::from_secs(1));
         let p2 = plan(&m2);
-        s.deliver(m2, p2, now, &mut out, QueueBound::Configured);
+        s.deliver(&m2, p2, now, &mut out, QueueBound::Configured);
         s.on_puback(PacketId::new(1).unwrap(), now, &mut out)
             .unwrap();
         s.attach(peer(10), now + Duration::from_secs(5), &mut out);
@@ -756,7 +783,7 @@ mod tests {
         let m = message(QoS::AtLeastOnce, b"0123456789abcdef");
         let p = plan(&m);
         assert_eq!(
-            s.deliver(m, p, now, &mut out, QueueBound::Configured),
+            s.deliver(&m, p, now, &mut out, QueueBound::Configured),
             DeliverOutcome::Dropped(DropReason::TooLarge)
         );
         assert!(out.is_empty());
@@ -821,7 +848,7 @@ mod tests {
         ] {
             let m = on(topic, qos);
             let p = plan(&m);
-            s.deliver(m, p, now, &mut out, QueueBound::Configured);
+            s.deliver(&m, p, now, &mut out, QueueBound::Configured);
         }
         let seen: Vec<(String, Option<u16>)> = decode_all(&mut out)
             .into_iter()

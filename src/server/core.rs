@@ -543,8 +543,7 @@ impl Core {
                 let sample = !plan.retain && self.telemetry.sampling();
                 let mut out = link.out.borrow_mut();
                 let before = out.len();
-                slot.state
-                    .deliver(message.clone(), plan, now, &mut out, bound);
+                slot.state.deliver(message, plan, now, &mut out, bound);
                 if out.len() > before {
                     // Counted as sent when written (see `conn::flush`).
                     if sample {
@@ -561,7 +560,7 @@ impl Core {
             }
             None => {
                 slot.state
-                    .deliver(message.clone(), plan, now, &mut BytesMut::new(), bound);
+                    .deliver(message, plan, now, &mut BytesMut::new(), bound);
             }
         }
         self.stats.drain_drops(&mut slot.state.drops);
