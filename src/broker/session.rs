@@ -12,7 +12,10 @@ use std::collections::VecDeque;
 use std::num::NonZeroU16;
 use std::time::Instant;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
+
+/// A hash set with ahash's fixed keys: no per-set seed to store.
+type FixedHashSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<ahash::AHasher>>;
 use bytes::BytesMut;
 
 use super::message::{DeliveryPlan, Message, SubscriptionEntry};
@@ -165,16 +168,19 @@ pub struct SessionState {
     next_pid: u16,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Pending>,
-    /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL.
-    inbound_qos2: AHashSet<u16>,
+    /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL. A fixed
+    /// hasher (half the size of a seeded one): the keys are at most Receive
+    /// Maximum packet ids, nothing to flood.
+    inbound_qos2: FixedHashSet<u16>,
     /// The session's subscriptions, so they survive a reconnect and can be
     /// re-registered when the session moves between cores.
     pub subscriptions: AHashMap<TopicFilter, SubscriptionEntry>,
     pub drops: DropCounts,
     /// Outbound Topic Aliases this connection's client knows (5.0
     /// §3.3.2.3.4). They live as long as the network connection
-    /// ([MQTT-3.3.2-7]), so attach and detach clear them.
-    out_aliases: AHashMap<TopicName, NonZeroU16>,
+    /// ([MQTT-3.3.2-7]), so attach and detach clear them. Boxed on first
+    /// use: most clients allow none, and idle sessions should be small.
+    out_aliases: Option<Box<AHashMap<TopicName, NonZeroU16>>>,
 }
 
 impl SessionState {
@@ -185,10 +191,10 @@ impl SessionState {
             next_pid: 0,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
-            inbound_qos2: AHashSet::new(),
+            inbound_qos2: FixedHashSet::default(),
             subscriptions: AHashMap::new(),
             drops: DropCounts::default(),
-            out_aliases: AHashMap::new(),
+            out_aliases: None,
         }
     }
 
@@ -222,7 +228,7 @@ impl SessionState {
     /// ([MQTT-4.4.0-1], [MQTT-4.6.0-1]); then queued messages flow.
     pub fn attach(&mut self, peer: Peer, now: Instant, out: &mut BytesMut) {
         self.peer = Some(peer);
-        self.out_aliases.clear();
+        self.out_aliases = None;
         let inflight = std::mem::take(&mut self.inflight);
         for entry in inflight {
             match entry.stage {
@@ -258,7 +264,7 @@ impl SessionState {
     /// kept if the configuration queues QoS 0 for offline sessions.
     pub fn detach(&mut self) {
         self.peer = None;
-        self.out_aliases = AHashMap::new();
+        self.out_aliases = None;
         if !self.limits.queue_qos0_offline {
             let before = self.queue.len();
             self.queue.retain(|p| p.plan.qos != QoS::AtMostOnce);
@@ -428,7 +434,9 @@ impl SessionState {
             .map_err(|_| DropReason::TooLarge)?;
         if let (Some(alias), true) = (topic_alias, new_alias) {
             // Known to the client only once a PUBLISH setting it is written.
-            self.out_aliases.insert(template.topic().clone(), alias);
+            self.out_aliases
+                .get_or_insert_with(Box::default)
+                .insert(template.topic().clone(), alias);
         }
         Ok(())
     }
@@ -442,10 +450,11 @@ impl SessionState {
         if peer.topic_alias_maximum == 0 || !peer.version.is_v5() {
             return (None, false);
         }
-        if let Some(&alias) = self.out_aliases.get(topic) {
+        let known = self.out_aliases.as_deref();
+        if let Some(&alias) = known.and_then(|aliases| aliases.get(topic)) {
             return (Some(alias), false);
         }
-        let next = self.out_aliases.len() + 1;
+        let next = known.map_or(0, |aliases| aliases.len()) + 1;
         if next > usize::from(peer.topic_alias_maximum) {
             return (None, false);
         }

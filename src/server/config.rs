@@ -156,6 +156,11 @@ pub struct ExecutorSettings {
     pub mailbox_capacity: usize,
     /// Pin executor threads to CPUs.
     pub pin: bool,
+    /// Milliseconds a connection must be idle (nothing read, nothing to
+    /// write) before it is parked: its task and stream are dropped and the
+    /// core's epoll set watches its socket, so it costs a few hundred bytes
+    /// instead of a few kilobytes. 0 never parks.
+    pub park_idle_after_ms: u64,
 }
 
 impl Default for ExecutorSettings {
@@ -165,6 +170,7 @@ impl Default for ExecutorSettings {
             ring_depth: 256,
             mailbox_capacity: 256,
             pin: true,
+            park_idle_after_ms: 1000,
         }
     }
 }

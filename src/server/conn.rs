@@ -7,8 +7,10 @@
 //! before SUBACK, routing before PUBACK). Does not own: protocol decisions
 //! (`crate::broker`) or routing (`core.rs`).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ use crate::codec::{
 };
 
 use super::core::Core;
+use super::parking::Parked;
 use super::sessions::ConnLink;
 
 /// Bytes read from the socket per read call, into the core's scratch
@@ -45,68 +48,166 @@ enum Wake {
     Timeout,
 }
 
-/// Serves `stream` until it closes.
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
+/// A connection's state across wake-ups, apart from its socket.
+struct ConnTask {
+    conn: Connection,
+    link: Rc<ConnLink>,
+    input: BytesMut,
+    peer: SocketAddr,
+    accepted_at: Instant,
+    /// Set once CONNACK 0 is sent.
+    client_id: Option<MqttStr>,
+}
+
+/// How a connection's task ended.
+enum Ended {
+    Closed,
+    /// Idle: handed to the core's parking lot, to be resumed by a new task.
+    Parked,
+}
+
+/// Serves an accepted `stream` until it closes or parks. (Not `async`: the
+/// set-up runs here, so the task's future is only [`run`]'s.)
+pub fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
     let _ = stream.set_nodelay(true);
     let accepted_at = Instant::now();
-    let link = Rc::new(ConnLink::default());
-    let mut conn = Connection::new(core.connection_limits, accepted_at);
-    let mut input = BytesMut::new();
-    let mut key: Option<SessionKey> = None;
+    let task = ConnTask {
+        conn: Connection::new(core.connection_limits, accepted_at),
+        link: Rc::new(ConnLink::default()),
+        input: BytesMut::new(),
+        peer,
+        accepted_at,
+        client_id: None,
+    };
+    run(core, stream, task)
+}
+
+/// Serves a parked connection again, from where it left off.
+pub fn resume(core: Rc<Core>, parked: Parked) -> impl Future<Output = ()> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a connected TCP socket the lot owned;
+    // ownership moves to the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(parked.fd.into_raw_fd()) };
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let client_id = parked.conn.session_key.and_then(|key| {
+        let mut sessions = core.sessions.borrow_mut();
+        sessions.get_mut(key).map(|slot| slot.client_id.clone())
+    });
+    let task = ConnTask {
+        conn: parked.conn,
+        link: parked.link,
+        input: BytesMut::new(),
+        peer,
+        // Only a connection that has sent CONNECT parks, so the connect
+        // timeout no longer applies.
+        accepted_at: Instant::now(),
+        client_id,
+    };
+    run(core, stream, task)
+}
+
+async fn run(core: Rc<Core>, mut stream: TcpStream, mut task: ConnTask) {
+    match serve_until_closed_or_idle(&core, &mut stream, &mut task).await {
+        Ended::Closed => {
+            core.connection_ended();
+        }
+        Ended::Parked => park(&core, stream, task),
+    }
+}
+
+/// Moves an idle connection into the core's parking lot: the socket is
+/// kept (a duplicate descriptor) and the task, stream and its poll
+/// registration are dropped. If parking fails the connection is simply
+/// served by a new task.
+fn park(core: &Rc<Core>, stream: TcpStream, task: ConnTask) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: dup has no memory preconditions; the result is checked.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        glommio::spawn_local(run(core.clone(), stream, task)).detach();
+        return;
+    }
+    drop(stream);
+    task.link.release_buffers();
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let link = task.link.clone();
+    let parked = Parked {
+        fd,
+        conn: task.conn,
+        link: task.link,
+    };
+    let result = core.parking.borrow_mut().park(parked);
+    match result {
+        Ok(id) => link.parked.set(Some(id)),
+        Err((parked, error)) => {
+            tracing::debug!(core = core.id, %error, "cannot park an idle connection");
+            glommio::spawn_local(resume(core.clone(), parked)).detach();
+        }
+    }
+}
+
+async fn serve_until_closed_or_idle(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    task: &mut ConnTask,
+) -> Ended {
+    let ConnTask {
+        conn,
+        link,
+        input,
+        peer,
+        accepted_at,
+        client_id,
+    } = task;
+    let (peer, accepted_at) = (*peer, *accepted_at);
+    let mut key = conn.session_key;
     // Whether the client's side is closed (EOF or a read error).
     let mut peer_gone = false;
-    // Set once CONNACK 0 is sent.
-    let mut client_id: Option<MqttStr> = None;
+    let mut last_active = Instant::now();
 
     let close: Close = 'serve: loop {
-        // Everything already buffered, packet by packet.
+        // Everything already buffered, packet by packet. Nothing but the
+        // boxed rare wait is held across an await, so an idle connection's
+        // future stays small.
         loop {
-            let now = Instant::now();
-            let buffered = input.len();
-            let received = {
-                let mut out = link.out.borrow_mut();
-                let mut sessions = core.sessions.borrow_mut();
-                let session = key.and_then(|k| sessions.get_mut(k)).map(|s| &mut s.state);
-                conn.receive(&mut input, session, now, &mut out)
-            };
-            match received {
-                Received::NeedMore => break,
-                Received::Handled => {}
-                Received::Event(event) => {
+            let outcome = {
+                let rare = {
+                    let now = Instant::now();
+                    let buffered = input.len();
+                    let received = {
+                        let mut out = link.out.borrow_mut();
+                        let mut sessions = core.sessions.borrow_mut();
+                        let session = key.and_then(|k| sessions.get_mut(k)).map(|s| &mut s.state);
+                        conn.receive(input, session, now, &mut out)
+                    };
+                    let event = match received {
+                        Received::NeedMore => break,
+                        Received::Handled => continue,
+                        Received::Event(event) => event,
+                    };
                     if let Event::Publish { message, .. } = &event {
                         core.stats.received(message.qos, buffered - input.len());
                     }
-                    // The hot event inline; the rare ones boxed, so their
-                    // large futures take no room in an idle connection.
-                    let outcome = match event {
-                        Event::Publish { message, ack } => {
-                            // Nothing of the message is held across an
-                            // await: the rare waits are boxed.
-                            if let Some(ack) = publish(&core, &link, &mut conn, &message, ack) {
-                                Box::pin(acknowledge_retained(&core, &link, &mut conn, ack)).await;
-                            }
-                            drop(message);
-                            if core.must_wait() {
-                                Box::pin(core.backpressure()).await;
-                            }
-                            None
-                        }
-                        other => {
-                            Box::pin(handle_event(&core, &link, &mut conn, &mut key, other)).await
-                        }
-                    };
-                    if let Some(close) = outcome {
-                        break 'serve close;
-                    }
-                    if client_id.is_none() {
-                        client_id = key.and_then(|k| {
-                            let mut sessions = core.sessions.borrow_mut();
-                            sessions.get_mut(k).map(|s| s.client_id.clone())
-                        });
-                        if let Some(id) = &client_id {
-                            super::metrics::client_connected(&core, id.as_str(), peer);
-                        }
-                    }
+                    dispatch(core, link, conn, &mut key, event)
+                };
+                match rare {
+                    Some(rare) => rare.await,
+                    None => None,
+                }
+            };
+            if let Some(close) = outcome {
+                break 'serve close;
+            }
+            if client_id.is_none() {
+                *client_id = key.and_then(|k| {
+                    let mut sessions = core.sessions.borrow_mut();
+                    sessions.get_mut(k).map(|s| s.client_id.clone())
+                });
+                if let Some(id) = client_id {
+                    super::metrics::client_connected(core, id.as_str(), peer);
                 }
             }
         }
@@ -114,23 +215,32 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
             let publish_will = reason == DisconnectReasonCode::SessionTakenOver;
             break conn.server_disconnect(reason, publish_will, &mut link.out.borrow_mut());
         }
-        if has_output(&core, &link, key) {
-            if let Err(error) = Box::pin(flush(&core, &mut stream, &link, key)).await {
-                break lost(&conn, &error.to_string());
+        if has_output(core, link, key) {
+            if let Err(error) = Box::pin(flush(core, stream, link, key)).await {
+                break lost(conn, &error.to_string());
             }
         }
-        let deadline = if conn.is_connected() {
+        release_if_empty(input);
+        let keepalive = if conn.is_connected() {
             conn.keepalive_deadline()
         } else {
             Some(accepted_at + CONNECT_TIMEOUT)
         };
-        release_if_empty(&mut input);
-        match wait(&core, &mut stream, &mut input, &link, deadline).await {
+        let park_at = core
+            .park_after
+            .filter(|_| conn.is_connected() && input.is_empty())
+            .map(|after| last_active + after);
+        let deadline = match (keepalive, park_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match wait(core, stream, input, link, deadline).await {
             Wake::Read(Ok(0)) => {
                 peer_gone = true;
-                break lost(&conn, "connection closed by the client");
+                break lost(conn, "connection closed by the client");
             }
             Wake::Read(Ok(_)) => {
+                last_active = Instant::now();
                 // glommio's read succeeds without yielding while the socket
                 // has data, so a busy publisher would never let this core's
                 // writers run: give them their turn after every chunk.
@@ -138,25 +248,34 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
             }
             Wake::Read(Err(error)) => {
                 peer_gone = true;
-                break lost(&conn, &error.to_string());
+                break lost(conn, &error.to_string());
             }
-            Wake::Notified => {}
-            Wake::Timeout if conn.is_connected() => {
+            Wake::Notified => last_active = Instant::now(),
+            Wake::Timeout if keepalive.is_some_and(|at| Instant::now() >= at) => {
+                if !conn.is_connected() {
+                    break lost(conn, "no CONNECT within the connect timeout");
+                }
                 // [MQTT-3.1.2-24]: 1.5 × keepalive without a packet.
                 let out = &mut link.out.borrow_mut();
                 break conn.server_disconnect(DisconnectReasonCode::KeepAliveTimeout, true, out);
             }
-            Wake::Timeout => break lost(&conn, "no CONNECT within the connect timeout"),
+            Wake::Timeout => {
+                if is_idle(core, link, key, input) {
+                    return Ended::Parked;
+                }
+                // Busy after all: try again a full idle period from now.
+                last_active = Instant::now();
+            }
         }
     };
 
-    let _ = Box::pin(future::or(flush(&core, &mut stream, &link, None), async {
+    let _ = Box::pin(future::or(flush(core, stream, link, None), async {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         Ok(())
     }))
     .await;
     super::metrics::connection_closed(
-        &core,
+        core,
         &close,
         client_id.is_some(),
         conn.refusal(),
@@ -164,11 +283,59 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, peer: SocketAddr) {
         client_id.as_ref().map(MqttStr::as_str),
         peer,
     );
-    finish(&core, &mut conn, key, close, link.session_ended.get());
+    finish(core, conn, key, close, link.session_ended.get());
     if !peer_gone {
-        linger(&mut stream).await;
+        Box::pin(linger(stream)).await;
     }
-    let _ = stream.close().await;
+    let _ = Box::pin(stream.close()).await;
+    Ended::Closed
+}
+
+/// A wait that handling an event needs, boxed: rare, and too large to
+/// keep inline in every connection's future.
+type RareWait<'a> = Pin<Box<dyn Future<Output = Option<Close>> + 'a>>;
+
+/// Carries out an event: a PUBLISH at once (routed and acknowledged), and
+/// anything that must wait (a retained message's barrier, back-pressure,
+/// every other event) as a boxed future for the caller to await.
+fn dispatch<'a>(
+    core: &'a Rc<Core>,
+    link: &'a Rc<ConnLink>,
+    conn: &'a mut Connection,
+    key: &'a mut Option<SessionKey>,
+    event: Event,
+) -> Option<RareWait<'a>> {
+    match event {
+        Event::Publish { message, ack } => {
+            let retained_ack = publish(core, link, conn, &message, ack);
+            drop(message);
+            match retained_ack {
+                Some(ack) => Some(Box::pin(async move {
+                    acknowledge_retained(core, link, conn, ack).await;
+                    if core.must_wait() {
+                        core.backpressure().await;
+                    }
+                    None
+                })),
+                None if core.must_wait() => Some(Box::pin(async move {
+                    core.backpressure().await;
+                    None
+                })),
+                None => None,
+            }
+        }
+        other => Some(Box::pin(handle_event(core, link, conn, key, other))),
+    }
+}
+
+/// Whether a connection has nothing in progress and can park: connected,
+/// no partial packet, nothing to write, nothing queued, not being closed.
+fn is_idle(core: &Core, link: &ConnLink, key: Option<SessionKey>, input: &BytesMut) -> bool {
+    key.is_some()
+        && input.is_empty()
+        && link.killed().is_none()
+        && !has_output(core, link, key)
+        && link.is_quiet()
 }
 
 /// Half-closes a connection the broker ends and reads (and discards) what
@@ -441,6 +608,10 @@ async fn handle_event(
                     codes.push(UnsubAckReasonCode::NoSubscriptionExisted);
                 }
             }
+            // Every replica drops the subscriptions before UNSUBACK, so no
+            // core routes a later PUBLISH to them ([MQTT-3.10.4-2]); a
+            // shared group's share then goes to a member still in it.
+            core.barrier().await;
             conn.unsubscribed(unsubscribe.pid, codes, &mut link.out.borrow_mut());
             None
         }
@@ -516,7 +687,7 @@ fn finish(
             // [MQTT-3.1.3-9]: sent after the delay or when the session
             // ends, whichever is first; a reconnect cancels it.
             let delay = Duration::from_secs(u64::from(delay.min(expiry)));
-            slot.pending_will = Some((will, now + delay));
+            slot.pending_will = Some(Box::new((will, now + delay)));
         }
         // A delayed will of a connection taken over is dropped: the
         // session continues on the new connection ([MQTT-3.1.3-9]).

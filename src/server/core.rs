@@ -44,7 +44,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::BytesMut;
@@ -59,6 +59,7 @@ use crate::codec::{DisconnectReasonCode, MqttStr, RetainHandling, TopicFilter, T
 
 use super::mailbox::{Claimant, CoreMsg, Outbox, SessionTransfer};
 use super::notify::Notify;
+use super::parking::ParkingLot;
 use super::sessions::{ConnLink, Marks, SessionSlot, Sessions};
 use super::stats::CoreStats;
 
@@ -124,6 +125,17 @@ pub struct Core {
     congested: RefCell<Vec<Rc<ConnLink>>>,
     /// Where every connection of this core reads into, one poll at a time.
     pub read_scratch: RefCell<Vec<u8>>,
+    /// Idle connections, parked (see `parking.rs`).
+    pub parking: RefCell<ParkingLot>,
+    /// How long a connection must be idle before it parks; `None`: never.
+    pub park_after: Option<Duration>,
+    /// Connections open on this core (served or parked), for the cap.
+    pub open_connections: Cell<usize>,
+    /// Parked connections to serve again, for `parking::resume_queued`
+    /// (never resumed inline: glommio runs a spawned task at once, and the
+    /// callers hold borrows of the core's state).
+    pub to_resume: RefCell<Vec<super::parking::ParkId>>,
+    pub resume_ready: Notify,
     /// Filters whose SUBSCRIBE is refused (`deny_subscribe`).
     pub deny_subscribe: Vec<TopicFilter>,
     /// Scratch for merging the plans of one PUBLISH, reused across calls.
@@ -173,6 +185,12 @@ impl Core {
             },
             congested: RefCell::new(Vec::new()),
             read_scratch: RefCell::new(vec![0; super::conn::READ_CHUNK]),
+            parking: RefCell::new(ParkingLot::new()),
+            park_after: (config.executor.park_idle_after_ms > 0)
+                .then(|| Duration::from_millis(config.executor.park_idle_after_ms)),
+            open_connections: Cell::new(0),
+            to_resume: RefCell::new(Vec::new()),
+            resume_ready: Notify::default(),
             deny_subscribe: config
                 .deny_subscribe
                 .iter()
@@ -181,6 +199,37 @@ impl Core {
             plans: RefCell::new(Vec::new()),
             recent: RefCell::new(VecDeque::new()),
         }
+    }
+
+    /// Wakes a connection to write what its session now has: its task if
+    /// it is served, a new task if it is parked.
+    pub fn wake(&self, link: &ConnLink) {
+        link.notify.notify();
+        if let Some(id) = link.parked.take() {
+            self.resume_parked(id);
+        }
+    }
+
+    /// Closes a connection with `reason` (takeover, shutdown), resuming
+    /// it first if it is parked.
+    pub fn kill(&self, link: &ConnLink, reason: DisconnectReasonCode) {
+        link.kill(reason);
+        if let Some(id) = link.parked.take() {
+            self.resume_parked(id);
+        }
+    }
+
+    /// Serves a parked connection again, in a new task, soon. Stale ids
+    /// (already resumed) are ignored then.
+    pub fn resume_parked(&self, id: super::parking::ParkId) {
+        self.to_resume.borrow_mut().push(id);
+        self.resume_ready.notify();
+    }
+
+    /// A connection closed for good (not parked).
+    pub fn connection_ended(&self) {
+        self.open_connections
+            .set(self.open_connections.get().saturating_sub(1));
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -549,7 +598,7 @@ impl Core {
                     if sample {
                         link.stamps.push(message.received_at);
                     }
-                    link.notify.notify();
+                    self.wake(link);
                 }
                 let (out_len, queued) = (out.len(), slot.state.queued_len());
                 drop(out);
@@ -730,12 +779,12 @@ impl Core {
                 // [MQTT-3.1.4-3]: the existing connection is closed, 5.0
                 // clients with DISCONNECT 0x8E.
                 link.session_ended.set(clean_start);
-                link.kill(DisconnectReasonCode::SessionTakenOver);
+                self.kill(link, DisconnectReasonCode::SessionTakenOver);
             }
             for filter in slot.state.subscriptions.keys() {
                 self.remove_subscription(key, filter);
             }
-            if let Some((will, _)) = slot.pending_will {
+            if let Some((will, _)) = slot.pending_will.map(|due| *due) {
                 // A delayed will whose session is taken over by a clean
                 // start is published now: the old session ends.
                 if clean_start {
@@ -810,7 +859,7 @@ impl Core {
                 .borrow_mut()
                 .get_mut(key)
                 .and_then(|slot| slot.pending_will.take());
-            if let Some((will, _)) = will {
+            if let Some((will, _)) = will.map(|due| *due) {
                 self.publish_will(will, now);
             }
             self.stats
@@ -859,7 +908,7 @@ impl Core {
     /// Kills every live connection with `reason` (shutdown).
     pub fn kill_all(&self, reason: DisconnectReasonCode) {
         for link in self.sessions.borrow().live_links() {
-            link.kill(reason);
+            self.kill(&link, reason);
         }
     }
 }

@@ -180,23 +180,40 @@ impl LatencyRecorder {
 
 /// Timestamps of messages written to one connection's output since its
 /// last write: kept on the connection's link, taken when the output is.
+/// Heap-backed, so a link costs 24 bytes for them until it first carries
+/// a sampled message, and nothing again once [`LatencyStamps::release`]d.
 #[derive(Default, Debug)]
-pub struct LatencyStamps(RefCell<SmallVec<[Instant; STAMPS_PER_WRITE]>>);
+pub struct LatencyStamps(RefCell<Vec<Instant>>);
 
 impl LatencyStamps {
     #[inline]
     pub fn push(&self, received_at: Instant) {
         let mut stamps = self.0.borrow_mut();
         if stamps.len() < STAMPS_PER_WRITE {
+            if stamps.capacity() == 0 {
+                stamps.reserve_exact(STAMPS_PER_WRITE);
+            }
             stamps.push(received_at);
         }
     }
 
     /// The stamps of what is in the output now, for [`Telemetry::written`]
-    /// once that output is written.
+    /// once that output is written. The link keeps its capacity.
     #[inline]
     pub fn take(&self) -> SmallVec<[Instant; STAMPS_PER_WRITE]> {
-        std::mem::take(&mut *self.0.borrow_mut())
+        let mut stamps = self.0.borrow_mut();
+        let taken = SmallVec::from_slice(&stamps);
+        stamps.clear();
+        taken
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
+
+    /// Gives the capacity back (an idle connection parking).
+    pub fn release(&self) {
+        *self.0.borrow_mut() = Vec::new();
     }
 }
 
@@ -411,6 +428,9 @@ pub fn refresh_gauges(core: &Core) {
     }
     stats.sessions_online.set(online);
     stats.sessions_offline.set(offline);
+    stats
+        .connections_parked
+        .set(core.parking.borrow().len() as u64);
     stats.subscriptions.set(subs);
     stats.shared_subscriptions.set(shared);
     stats.inflight.set(inflight);
@@ -649,6 +669,13 @@ pub fn collect(hub: &StatsHub, latest: &Latest) -> Vec<Family> {
         "Sessions with a live connection.",
         Kind::Gauge,
         |s| s.sessions_online.get(),
+    );
+    b.per_core(
+        hub,
+        "vane_connections_parked",
+        "Idle connections parked: no task, their socket watched by the core's epoll set.",
+        Kind::Gauge,
+        |s| s.connections_parked.get(),
     );
     b.per_core(
         hub,
@@ -1187,6 +1214,7 @@ pub fn json(hub: &StatsHub, families: &[Family], latest: &Latest) -> serde_json:
                 "connections_current": s.connections_current.get(),
                 "sessions_online": s.sessions_online.get(),
                 "sessions_offline": s.sessions_offline.get(),
+                "connections_parked": s.connections_parked.get(),
                 "messages_received": s.messages_received.get(),
                 "messages_sent": s.messages_sent.get(),
                 "executor_lag_us": s.loop_lag_ns.get() as f64 / 1e3,

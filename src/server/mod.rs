@@ -14,6 +14,7 @@ mod http;
 mod mailbox;
 mod metrics;
 mod notify;
+mod parking;
 mod sessions;
 mod stats;
 mod sys_topics;
@@ -238,6 +239,10 @@ async fn run_core(
     core.telemetry = hub.telemetry(id);
     let core = Rc::new(core);
     let mut tasks = Vec::new();
+    // Awaited, not cancelled, at shutdown: its wait on the blocking thread
+    // must return before the executor goes (see `parking::run`).
+    let poller = glommio::spawn_local(parking::run(core.clone()));
+    tasks.push(glommio::spawn_local(parking::resume_queued(core.clone())));
     tasks.push(glommio::spawn_local(dispatch_self(core.clone())));
     let senders = Rc::new(senders);
     for peer in (0..ncores).filter(|&p| p != id) {
@@ -288,6 +293,7 @@ async fn run_core(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     sweeper.cancel().await;
+    poller.await;
     tracing::debug!(core = id, stats = ?core.stats.snapshot(), "core stopped");
     senders.close();
     for task in tasks {
@@ -297,7 +303,6 @@ async fn run_core(
 }
 
 async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
-    let active = Rc::new(std::cell::Cell::new(0usize));
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             core.stopping.notified().await;
@@ -314,7 +319,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 continue;
             }
         };
-        if active.get() >= core.max_connections {
+        if core.open_connections.get() >= core.max_connections {
             core.stats.reject(stats::Reject::ConnectionLimit);
             tracing::debug!(
                 core = core.id,
@@ -330,13 +335,8 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
             .connections_accepted
             .set(core.stats.connections_accepted.get() + 1);
         core.stats.connections_current.inc();
-        active.set(active.get() + 1);
-        let (core, active) = (core.clone(), active.clone());
-        glommio::spawn_local(async move {
-            conn::serve(core, stream, peer).await;
-            active.set(active.get() - 1);
-        })
-        .detach();
+        core.open_connections.set(core.open_connections.get() + 1);
+        glommio::spawn_local(conn::serve(core.clone(), stream, peer)).detach();
     }
 }
 

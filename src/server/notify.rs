@@ -24,6 +24,13 @@ impl Notify {
         }
     }
 
+    /// Drops the waiting task's waker without waking it. A waker keeps its
+    /// task's allocation alive, so a connection that parks (its task ends
+    /// while its link lives on) must let go of it.
+    pub fn forget_waiter(&self) {
+        self.waker.borrow_mut().take();
+    }
+
     /// Resolves once [`Notify::notify`] has been called since the last
     /// time this resolved.
     pub fn notified(&self) -> Notified<'_> {

@@ -19,6 +19,7 @@ use crate::codec::{DisconnectReasonCode, MqttStr, Will};
 
 use super::mailbox::Claimant;
 use super::notify::Notify;
+use super::parking::ParkId;
 
 /// What other tasks on the core need of a live connection: its output
 /// buffer, a way to wake it, and a way to end it.
@@ -40,6 +41,8 @@ pub struct ConnLink {
     drain_waiters: RefCell<Vec<std::task::Waker>>,
     /// When the messages now in `out` were received: latency samples.
     pub stamps: super::metrics::LatencyStamps,
+    /// Where the connection waits while it is parked (see `parking.rs`).
+    pub parked: Cell<Option<ParkId>>,
 }
 
 impl ConnLink {
@@ -52,6 +55,21 @@ impl ConnLink {
         for waker in self.drain_waiters.borrow_mut().drain(..) {
             waker.wake();
         }
+    }
+
+    /// Whether nothing waits on this connection: no publisher held back
+    /// by it and no latency samples pending (it may park).
+    pub fn is_quiet(&self) -> bool {
+        self.drain_waiters.borrow().is_empty() && self.stamps.is_empty()
+    }
+
+    /// Gives back what an idle link holds on the heap, and the ended
+    /// task's waker (before parking).
+    pub fn release_buffers(&self) {
+        self.notify.forget_waiter();
+        *self.out.borrow_mut() = BytesMut::new();
+        self.stamps.release();
+        *self.drain_waiters.borrow_mut() = Vec::new();
     }
 
     pub fn killed(&self) -> Option<DisconnectReasonCode> {
@@ -119,7 +137,8 @@ pub struct SessionSlot {
     pub expiry: u32,
     pub offline_since: Option<Instant>,
     /// A will waiting for its Will Delay Interval, and when it is due.
-    pub pending_will: Option<(Will, Instant)>,
+    /// Boxed: rare, and a slot should be small.
+    pub pending_will: Option<Box<(Will, Instant)>>,
 }
 
 impl SessionSlot {
@@ -233,7 +252,7 @@ impl Sessions {
             if slot.link.is_some() {
                 continue;
             }
-            if slot.pending_will.as_ref().is_some_and(|(_, at)| *at <= now) {
+            if slot.pending_will.as_ref().is_some_and(|due| due.1 <= now) {
                 wills.push(slot.pending_will.take().expect("checked").0);
             }
             if slot.expires_at().is_some_and(|at| at <= now) {
@@ -322,7 +341,8 @@ mod tests {
         let mut sessions = Sessions::new(0);
         let key = sessions.insert(slot("w", 100, Some(Rc::default())));
         sessions.detach(key, t0);
-        sessions.get_mut(key).unwrap().pending_will = Some((will(), t0 + Duration::from_secs(10)));
+        sessions.get_mut(key).unwrap().pending_will =
+            Some(Box::new((will(), t0 + Duration::from_secs(10))));
         assert!(sessions.due(t0 + Duration::from_secs(9)).1.is_empty());
         assert_eq!(sessions.due(t0 + Duration::from_secs(10)).1.len(), 1);
         assert!(sessions.due(t0 + Duration::from_secs(11)).1.is_empty());

@@ -203,6 +203,8 @@ pub struct CoreStats {
     // Gauges refreshed by the core's tick (see `metrics::tick`).
     pub sessions_online: Counter,
     pub sessions_offline: Counter,
+    /// Idle connections parked (see `parking.rs`).
+    pub connections_parked: Counter,
     pub subscriptions: Counter,
     pub shared_subscriptions: Counter,
     pub retained_messages: Counter,
@@ -247,6 +249,7 @@ impl Default for CoreStats {
             protocol_errors_by: counters(),
             sessions_online: Counter::default(),
             sessions_offline: Counter::default(),
+            connections_parked: Counter::default(),
             subscriptions: Counter::default(),
             shared_subscriptions: Counter::default(),
             retained_messages: Counter::default(),
