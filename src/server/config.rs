@@ -82,6 +82,9 @@ pub struct Limits {
     pub max_topic_levels: usize,
     pub max_subscriptions: usize,
     pub max_session_expiry: u32,
+    /// Retained messages the broker stores; 0 means no limit. At the limit
+    /// a retained PUBLISH for a new topic is delivered but not stored.
+    pub max_retained_messages: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +107,7 @@ impl Default for Limits {
             max_topic_levels: connection.max_topic_levels,
             max_subscriptions: connection.max_subscriptions,
             max_session_expiry: connection.max_session_expiry,
+            max_retained_messages: 1_000_000,
         }
     }
 }
@@ -290,6 +294,17 @@ mod tests {
             ..limits
         };
         assert_eq!(limits.per_core_connections(3), 2);
+    }
+
+    /// `max_retained_messages` has a finite default; 0 turns it off; it
+    /// cannot be negative.
+    #[test]
+    fn retained_message_cap() {
+        assert_eq!(Limits::default().max_retained_messages, 1_000_000);
+        let config = Config::from_toml("[limits]\nmax_retained_messages = 0\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.max_retained_messages, 0);
+        assert!(Config::from_toml("[limits]\nmax_retained_messages = -1\n").is_err());
     }
 
     #[test]

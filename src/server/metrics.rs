@@ -690,6 +690,13 @@ pub fn collect(hub: &StatsHub, latest: &Latest) -> Vec<Family> {
                 .unwrap_or(0),
         ),
     );
+    b.per_core(
+        hub,
+        "vane_retained_refused_total",
+        "Retained messages for a new topic not stored because max_retained_messages was reached (they were still delivered), by the core that received them.",
+        Kind::Counter,
+        |s| s.retained_refused.get(),
+    );
     b.by_qos(
         hub,
         "vane_messages_received_total",
