@@ -1,6 +1,6 @@
 //! Configured limits: subscriptions per client, packet size, connections
 //! per core, the session queue and its drop policy, the server's Receive
-//! Maximum, topic length/depth and retained messages.
+//! Maximum, topic length/depth, retained messages and offline sessions.
 #![cfg(feature = "runtime")]
 
 mod common;
@@ -451,4 +451,64 @@ fn retained_limit_refuses_new_topics_on_every_core_but_delivers_them() {
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(json["metrics"]["vane_retained_refused_total"]["total"], 3.0);
+}
+
+/// `max_offline_sessions` = 4 on 2 cores, 2 per core, with rumqttc 5.0
+/// persistent sessions: the third session to go offline on core 0 ends
+/// the one offline longest there, while core 1's two offline sessions
+/// stay. The evicted session's subscription goes from every replica (a
+/// publisher on core 1 soon gets 0x10 No matching subscribers where it got
+/// 0x00 while the session was kept), its client finds no session when it
+/// comes back, the others resume theirs, and the eviction is counted once.
+#[test]
+fn offline_session_limit_evicts_the_longest_offline_on_its_core() {
+    let broker = Broker::with(|c| c.limits.max_offline_sessions = 4);
+    let t = unique("olim/t");
+    let mut spare = Vec::new();
+    let mut on = |core| mq5_on_core(broker.addr, core, true, &mut spare);
+    let (a1, id_a1) = on(0);
+    let (a2, id_a2) = on(0);
+    let (a3, id_a3) = on(0);
+    let (b1, id_b1) = on(1);
+    let (b2, id_b2) = on(1);
+    let (publisher, _) = mq5_on_core(broker.addr, 1, false, &mut spare);
+
+    a1.subscribe(&t, Q5::AtLeastOnce);
+    a1.disconnect();
+    assert!(
+        publish_succeeds(&publisher, &t, Q5::AtLeastOnce, false, b"kept"),
+        "queued for the offline session"
+    );
+    a2.disconnect();
+    b1.disconnect();
+    b2.disconnect();
+    a3.disconnect();
+    let evicted = poll_until(WAIT, || {
+        (!publish_succeeds(&publisher, &t, Q5::AtLeastOnce, false, b"gone")).then_some(())
+    });
+    assert!(
+        evicted.is_some(),
+        "the evicted session's subscription is still on core 1"
+    );
+
+    let metrics =
+        stats_support::Metrics(stats_support::http_get(broker.stats_addr(), "/metrics", &[]).1);
+    let evicted = |core: &str| metrics.sum("vane_sessions_evicted_total", &[("core", core)]);
+    assert_eq!((evicted("0"), evicted("1")), (1.0, 0.0));
+    let (_, body) = stats_support::http_get(broker.stats_addr(), "/stats", &[]);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["metrics"]["vane_sessions_evicted_total"]["total"], 1.0);
+
+    let mut back = Vec::new();
+    for (id, present) in [
+        (&id_a1, false),
+        (&id_a2, true),
+        (&id_a3, true),
+        (&id_b1, true),
+        (&id_b2, true),
+    ] {
+        let c = Mq5::connect(mq5_persistent(broker.addr, id, true));
+        assert_eq!(c.connack.session_present, present, "{id}");
+        back.push(c);
+    }
 }

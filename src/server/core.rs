@@ -93,6 +93,8 @@ pub struct Core {
     /// `max_retained_messages` (0: no limit), checked by the core that
     /// receives a retained PUBLISH against its replica.
     pub max_retained: usize,
+    /// This core's share of `max_offline_sessions` (0: no limit).
+    pub max_offline_sessions: usize,
     pub sessions: RefCell<Sessions>,
     pub trie: RefCell<SubscriptionTrie<SessionKey, SubscriptionEntry>>,
     pub retained: RefCell<RetainedStore<Message>>,
@@ -155,6 +157,7 @@ impl Core {
             session_limits: config.limits.session(),
             max_connections: config.limits.per_core_connections(ncores),
             max_retained: config.limits.max_retained_messages,
+            max_offline_sessions: config.limits.per_core_offline_sessions(ncores),
             sessions: RefCell::new(Sessions::new(id as u16)),
             trie: RefCell::new(SubscriptionTrie::new()),
             retained: RefCell::new(RetainedStore::new()),
@@ -861,6 +864,36 @@ impl Core {
         }
     }
 
+    /// Keeps this core within its share of `max_offline_sessions`: while
+    /// more sessions are offline, the one offline longest ends as if it had
+    /// expired (its delayed will is published, its subscriptions go from
+    /// every replica, its client id is released), and is counted. Called
+    /// when a session goes offline.
+    pub fn evict_offline_sessions(&self, now: Instant) {
+        loop {
+            let (key, will) = {
+                let mut sessions = self.sessions.borrow_mut();
+                let Some(key) = sessions.over_offline_limit(self.max_offline_sessions) else {
+                    return;
+                };
+                let slot = sessions.get_mut(key).expect("an offline session");
+                tracing::debug!(
+                    core = self.id,
+                    client_id = slot.client_id.as_str(),
+                    "offline session ended: max_offline_sessions reached (this core's share is {})",
+                    self.max_offline_sessions
+                );
+                (key, slot.pending_will.take())
+            };
+            if let Some((will, _)) = will {
+                // [MQTT-3.1.3-9]: a delayed will is sent when the session ends.
+                self.publish_will(will, now);
+            }
+            self.stats.sessions_evicted.inc();
+            self.end_session(key);
+        }
+    }
+
     /// Creates a session slot for a connection that won its claim.
     pub fn install_session(
         &self,
@@ -986,7 +1019,7 @@ mod catch_up_tests {
 #[cfg(test)]
 mod limit_tests {
     use super::*;
-    use crate::codec::{Publish, QoS, QosPid};
+    use crate::codec::{Publish, QoS, QosPid, WillProperties};
     use bytes::Bytes;
 
     /// Core 1 of 2, after `adjust` has changed the configuration.
@@ -1112,5 +1145,63 @@ mod limit_tests {
             })
             .collect();
         assert_eq!(caught, ["k/refused"]);
+    }
+
+    fn session(core: &Core, id: &str) -> SessionKey {
+        let client_id = MqttStr::try_from(id).unwrap();
+        let owner = core.next_id();
+        let key = core.install_session(
+            client_id,
+            Claimant {
+                core: core.id,
+                ticket: owner,
+            },
+            SessionState::new(core.session_limits),
+            Rc::default(),
+        );
+        let mut sessions = core.sessions.borrow_mut();
+        sessions.get_mut(key).unwrap().expiry = 300;
+        key
+    }
+
+    /// `max_offline_sessions` (2 over 2 cores: 1 here): when a second
+    /// session goes offline, the one offline longest ends as if it had
+    /// expired: its delayed will is published and it is counted as
+    /// evicted; the newer one stays, as do online sessions.
+    #[test]
+    fn the_session_offline_longest_is_evicted_with_its_will() {
+        let core = core(|c| c.limits.max_offline_sessions = 2);
+        assert_eq!(core.max_offline_sessions, 1);
+        let t0 = Instant::now();
+        let old = session(&core, "old");
+        let new = session(&core, "new");
+        let online = session(&core, "online");
+        core.sessions.borrow_mut().detach(old, t0);
+        core.sessions
+            .borrow_mut()
+            .get_mut(old)
+            .unwrap()
+            .pending_will = Some((
+            Will {
+                topic: TopicName::try_from("w").unwrap(),
+                payload: Bytes::from_static(b"bye"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: WillProperties::default(),
+            },
+            t0 + std::time::Duration::from_secs(60),
+        ));
+        core.evict_offline_sessions(t0);
+        assert_eq!(core.stats.sessions_evicted.get(), 0, "within the limit");
+
+        core.sessions.borrow_mut().detach(new, t0);
+        core.evict_offline_sessions(t0);
+        assert_eq!(core.stats.sessions_evicted.get(), 1);
+        assert_eq!(core.stats.wills_published.get(), 1);
+        let mut sessions = core.sessions.borrow_mut();
+        assert!(sessions.get_mut(old).is_none());
+        assert!(sessions.get_mut(new).is_some());
+        assert!(sessions.get_mut(online).is_some());
+        assert_eq!((sessions.online(), sessions.offline()), (1, 1));
     }
 }

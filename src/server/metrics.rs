@@ -666,6 +666,13 @@ pub fn collect(hub: &StatsHub, latest: &Latest) -> Vec<Family> {
     );
     b.per_core(
         hub,
+        "vane_sessions_evicted_total",
+        "Offline sessions ended early, offline longest first, because the core held its share of max_offline_sessions.",
+        Kind::Counter,
+        |s| s.sessions_evicted.get(),
+    );
+    b.per_core(
+        hub,
         "vane_subscriptions",
         "Subscriptions of the core's sessions.",
         Kind::Gauge,

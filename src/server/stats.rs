@@ -176,6 +176,8 @@ pub struct CoreStats {
     pub messages_sent: Counter,
     pub wills_published: Counter,
     pub sessions_expired: Counter,
+    /// Offline sessions ended early to stay within `max_offline_sessions`.
+    pub sessions_evicted: Counter,
     /// Retained PUBLISHes for a new topic received on this core and not
     /// stored because the store held `max_retained_messages` (the messages
     /// were still delivered).
@@ -235,6 +237,7 @@ impl Default for CoreStats {
             messages_sent: Counter::default(),
             wills_published: Counter::default(),
             sessions_expired: Counter::default(),
+            sessions_evicted: Counter::default(),
             retained_refused: Counter::default(),
             mailbox_messages: Counter::default(),
             mailbox_batches: Counter::default(),
