@@ -883,9 +883,9 @@ impl Core {
                     "offline session ended: max_offline_sessions reached (this core's share is {})",
                     self.max_offline_sessions
                 );
-                (key, slot.pending_will.take())
+                (key, slot.pending_will.take().map(|pending| pending.0))
             };
-            if let Some((will, _)) = will {
+            if let Some(will) = will {
                 // [MQTT-3.1.3-9]: a delayed will is sent when the session ends.
                 self.publish_will(will, now);
             }
