@@ -1,9 +1,10 @@
 //! Configured limits: subscriptions per client, packet size, connections
 //! per core, the session queue and its drop policy, the server's Receive
-//! Maximum, and topic length/depth.
+//! Maximum, topic length/depth, retained messages and offline sessions.
 #![cfg(feature = "runtime")]
 
 mod common;
+mod stats_support;
 
 use std::time::Duration;
 
@@ -268,4 +269,246 @@ fn stuck_subscriber_does_not_block_others() {
         reader.join().expect("healthy subscriber");
     });
     drop(stuck);
+}
+
+use rumqttc::v5::mqttbytes::v5::{ConnectProperties, PubAckReason, PubRecReason};
+use rumqttc::v5::mqttbytes::QoS as Q5;
+
+/// A rumqttc 5.0 client with a broker-assigned id on core `core` (the id
+/// names its core), and that id. `persistent`: Clean Start 0 and a 300 s
+/// Session Expiry Interval. Clients that land on the other core stay
+/// connected in `spare`, so that they never add an offline session.
+fn mq5_on_core(
+    addr: std::net::SocketAddr,
+    core: usize,
+    persistent: bool,
+    spare: &mut Vec<Mq5>,
+) -> (Mq5, String) {
+    for _ in 0..64 {
+        let c = Mq5::connect(mq5_persistent(addr, "", persistent));
+        let id = c
+            .connack
+            .properties
+            .as_ref()
+            .and_then(|p| p.assigned_client_identifier.clone())
+            .expect("assigned id");
+        if core_of_assigned(&id) == core {
+            return (c, id);
+        }
+        spare.push(c);
+    }
+    panic!("64 connections and none on core {core}");
+}
+
+fn mq5_persistent(
+    addr: std::net::SocketAddr,
+    id: &str,
+    persistent: bool,
+) -> rumqttc::v5::MqttOptions {
+    let mut o = mq5_options(addr, id);
+    if persistent {
+        o.set_clean_start(false);
+        let mut properties = ConnectProperties::new();
+        properties.session_expiry_interval = Some(300);
+        o.set_connect_properties(properties);
+    }
+    o
+}
+
+/// Publishes at QoS 1 or 2, completes the flow, and returns whether the
+/// PUBACK or PUBREC said Success (0x00) rather than anything else (0x10 No
+/// matching subscribers, 0x97 Quota exceeded, ...).
+#[track_caller]
+fn publish_succeeds(c: &Mq5, topic: &str, qos: Q5, retain: bool, payload: &[u8]) -> bool {
+    c.client
+        .try_publish(topic, qos, retain, payload.to_vec())
+        .expect("queue publish");
+    match qos {
+        Q5::AtMostOnce => true,
+        Q5::AtLeastOnce => c.wait_for(|p| match p {
+            P5::PubAck(ack) => Some(ack.reason == PubAckReason::Success),
+            _ => None,
+        }),
+        Q5::ExactlyOnce => {
+            let ok = c.wait_for(|p| match p {
+                P5::PubRec(rec) => Some(rec.reason == PubRecReason::Success),
+                _ => None,
+            });
+            c.wait_for(|p| matches!(p, P5::PubComp(_)).then_some(()));
+            ok
+        }
+    }
+}
+
+/// The retained messages a new subscription to `{base}/#` made on `core`
+/// gets, as sorted (topic, payload): what that core's replica holds. A
+/// message the subscriber then publishes itself marks the end.
+fn retained_on_core(
+    addr: std::net::SocketAddr,
+    core: usize,
+    base: &str,
+    spare: &mut Vec<Mq5>,
+) -> Vec<(String, String)> {
+    let (c, _) = mq5_on_core(addr, core, false, spare);
+    c.subscribe(&format!("{base}/#"), Q5::AtLeastOnce);
+    let marker = format!("{base}/end-of-retained");
+    c.publish(&marker, Q5::AtLeastOnce, false, b"");
+    let mut seen = Vec::new();
+    loop {
+        let p = c.next_publish();
+        let topic = String::from_utf8(p.topic.to_vec()).expect("UTF-8 topic");
+        if topic == marker {
+            break;
+        }
+        assert!(
+            p.retain,
+            "{topic}: only retained messages before the marker"
+        );
+        let name = topic.trim_start_matches(base).trim_start_matches('/');
+        seen.push((
+            name.to_string(),
+            String::from_utf8(p.payload.to_vec()).expect("UTF-8"),
+        ));
+    }
+    c.disconnect();
+    seen.sort();
+    seen
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .collect()
+}
+
+/// `max_retained_messages`, with rumqttc 5.0 publishers on both cores:
+/// once the store holds the limit, a retained PUBLISH for a new topic is
+/// still acknowledged with Success (QoS 1 and 2) and delivered to a live
+/// subscriber on the other core, but stored on no core; replacing and
+/// clearing stored topics still work, and clearing frees room. Both
+/// cores' replicas hold the same topics throughout, and each refusal is
+/// counted once, by the core that received it.
+#[test]
+fn retained_limit_refuses_new_topics_on_every_core_but_delivers_them() {
+    let broker = Broker::with(|c| c.limits.max_retained_messages = 3);
+    let base = unique("rlim");
+    let t = |name: &str| format!("{base}/{name}");
+    let mut spare = Vec::new();
+    let (p0, _) = mq5_on_core(broker.addr, 0, false, &mut spare);
+    let (p1, _) = mq5_on_core(broker.addr, 1, false, &mut spare);
+    let (live, _) = mq5_on_core(broker.addr, 0, false, &mut spare);
+    live.subscribe(&t("#"), Q5::AtLeastOnce);
+
+    assert!(publish_succeeds(&p0, &t("a"), Q5::AtLeastOnce, true, b"a"));
+    assert!(publish_succeeds(&p1, &t("b"), Q5::AtLeastOnce, true, b"b"));
+    assert!(publish_succeeds(&p0, &t("c"), Q5::ExactlyOnce, true, b"c"));
+    for name in ["a", "b", "c"] {
+        assert_eq!(live.next_publish().payload, name.as_bytes());
+    }
+    // Full: new topics are acknowledged and delivered, not stored.
+    assert!(publish_succeeds(&p1, &t("d"), Q5::AtLeastOnce, true, b"d"));
+    assert_eq!(
+        live.next_publish().payload,
+        &b"d"[..],
+        "delivered across cores"
+    );
+    assert!(publish_succeeds(&p0, &t("e"), Q5::ExactlyOnce, true, b"e"));
+    assert_eq!(live.next_publish().payload, &b"e"[..]);
+    p1.publish(&t("f"), Q5::AtMostOnce, true, b"f");
+    assert_eq!(live.next_publish().payload, &b"f"[..]);
+    let stored = pairs(&[("a", "a"), ("b", "b"), ("c", "c")]);
+    for core in [0, 1] {
+        assert_eq!(
+            retained_on_core(broker.addr, core, &base, &mut spare),
+            stored,
+            "core {core}'s replica"
+        );
+    }
+
+    // Replacing at the limit works; clearing frees room for a new topic.
+    assert!(publish_succeeds(&p1, &t("a"), Q5::AtLeastOnce, true, b"a2"));
+    assert!(publish_succeeds(&p0, &t("b"), Q5::AtLeastOnce, true, b""));
+    assert!(publish_succeeds(&p1, &t("d"), Q5::AtLeastOnce, true, b"d"));
+    let stored = pairs(&[("a", "a2"), ("c", "c"), ("d", "d")]);
+    for core in [0, 1] {
+        assert_eq!(
+            retained_on_core(broker.addr, core, &base, &mut spare),
+            stored,
+            "core {core}'s replica"
+        );
+    }
+
+    let metrics =
+        stats_support::Metrics(stats_support::http_get(broker.stats_addr(), "/metrics", &[]).1);
+    let refused = |core: &str| metrics.sum("vane_retained_refused_total", &[("core", core)]);
+    assert_eq!(
+        (refused("0"), refused("1")),
+        (1.0, 2.0),
+        "e on 0; d, f on 1"
+    );
+    let (status, body) = stats_support::http_get(broker.stats_addr(), "/stats", &[]);
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["metrics"]["vane_retained_refused_total"]["total"], 3.0);
+}
+
+/// `max_offline_sessions` = 4 on 2 cores, 2 per core, with rumqttc 5.0
+/// persistent sessions: the third session to go offline on core 0 ends
+/// the one offline longest there, while core 1's two offline sessions
+/// stay. The evicted session's subscription goes from every replica (a
+/// publisher on core 1 soon gets 0x10 No matching subscribers where it got
+/// 0x00 while the session was kept), its client finds no session when it
+/// comes back, the others resume theirs, and the eviction is counted once.
+#[test]
+fn offline_session_limit_evicts_the_longest_offline_on_its_core() {
+    let broker = Broker::with(|c| c.limits.max_offline_sessions = 4);
+    let t = unique("olim/t");
+    let mut spare = Vec::new();
+    let mut on = |core| mq5_on_core(broker.addr, core, true, &mut spare);
+    let (a1, id_a1) = on(0);
+    let (a2, id_a2) = on(0);
+    let (a3, id_a3) = on(0);
+    let (b1, id_b1) = on(1);
+    let (b2, id_b2) = on(1);
+    let (publisher, _) = mq5_on_core(broker.addr, 1, false, &mut spare);
+
+    a1.subscribe(&t, Q5::AtLeastOnce);
+    a1.disconnect();
+    assert!(
+        publish_succeeds(&publisher, &t, Q5::AtLeastOnce, false, b"kept"),
+        "queued for the offline session"
+    );
+    a2.disconnect();
+    b1.disconnect();
+    b2.disconnect();
+    a3.disconnect();
+    let evicted = poll_until(WAIT, || {
+        (!publish_succeeds(&publisher, &t, Q5::AtLeastOnce, false, b"gone")).then_some(())
+    });
+    assert!(
+        evicted.is_some(),
+        "the evicted session's subscription is still on core 1"
+    );
+
+    let metrics =
+        stats_support::Metrics(stats_support::http_get(broker.stats_addr(), "/metrics", &[]).1);
+    let evicted = |core: &str| metrics.sum("vane_sessions_evicted_total", &[("core", core)]);
+    assert_eq!((evicted("0"), evicted("1")), (1.0, 0.0));
+    let (_, body) = stats_support::http_get(broker.stats_addr(), "/stats", &[]);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["metrics"]["vane_sessions_evicted_total"]["total"], 1.0);
+
+    let mut back = Vec::new();
+    for (id, present) in [
+        (&id_a1, false),
+        (&id_a2, true),
+        (&id_a3, true),
+        (&id_b1, true),
+        (&id_b2, true),
+    ] {
+        let c = Mq5::connect(mq5_persistent(broker.addr, id, true));
+        assert_eq!(c.connack.session_present, present, "{id}");
+        back.push(c);
+    }
 }

@@ -2,7 +2,8 @@
 //! by topic filter when a client subscribes.
 //!
 //! Owns: a topic-level tree keyed by topic name, replace/remove of the one
-//! retained message per topic (with pruning of emptied branches), and the
+//! retained message per topic (with pruning of emptied branches), whether
+//! a cap on the number of messages admits one more (`admits`), and the
 //! walk that yields every stored topic a filter matches, with the same
 //! semantics as the subscription index (`+` is one level, possibly empty;
 //! `#` also matches the parent level; a leading `+` or `#` does not match
@@ -105,6 +106,14 @@ impl<M> RetainedStore<M> {
         node.message = Some(Box::new((topic.clone(), message)));
         self.len += 1;
         None
+    }
+
+    /// Whether a message for `topic` may be stored when the store may hold
+    /// at most `limit` messages (0: no limit): always for a topic that
+    /// already has one (a replacement adds nothing), otherwise only below
+    /// the limit. Walks the tree only once the store is full.
+    pub fn admits(&self, topic: &TopicName, limit: usize) -> bool {
+        limit == 0 || self.len < limit || self.get(topic).is_some()
     }
 
     /// Removes `topic`'s retained message and frees the branch that no
@@ -268,6 +277,30 @@ mod tests {
         assert_eq!(store.remove(&t("a/b")), Some("two"));
         assert_eq!(store.remove(&t("a/b")), None);
         assert!(store.is_empty());
+    }
+
+    /// `max_retained_messages`: at the limit a new topic is refused, while
+    /// replacing or clearing a stored one still works and frees room; 0
+    /// means no limit.
+    #[test]
+    fn admits_new_topics_only_below_the_limit() {
+        let mut store = store_with(&["a", "b"]);
+        assert!(!store.admits(&t("c"), 2), "a new topic at the limit");
+        assert!(store.admits(&t("a"), 2), "replacing at the limit");
+        assert!(store.admits(&t("c"), 3));
+        assert!(store.admits(&t("c"), 0), "0 is no limit");
+        // Over the limit (replicas applying what other cores stored):
+        // still no new topic, still replacements.
+        assert!(!store.admits(&t("c"), 1));
+        assert!(store.admits(&t("b"), 1));
+        // Neither a prefix nor an extension of a stored topic is stored.
+        assert!(!store.admits(&t("a/b"), 2));
+        store.insert(&t("x/y"), 9);
+        assert!(!store.admits(&t("x"), 3));
+        assert_eq!(store.remove(&t("a")), Some(0));
+        assert!(!store.admits(&t("c"), 2));
+        assert_eq!(store.remove(&t("b")), Some(1));
+        assert!(store.admits(&t("c"), 2), "clearing frees room");
     }
 
     /// Without wildcards a filter selects exactly its own topic.

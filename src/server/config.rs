@@ -82,6 +82,13 @@ pub struct Limits {
     pub max_topic_levels: usize,
     pub max_subscriptions: usize,
     pub max_session_expiry: u32,
+    /// Retained messages the broker stores; 0 means no limit. At the limit
+    /// a retained PUBLISH for a new topic is delivered but not stored.
+    pub max_retained_messages: usize,
+    /// Persistent sessions kept while their client is offline, in all
+    /// (each core keeps its share); 0 means no limit. Beyond it the session
+    /// offline longest ends.
+    pub max_offline_sessions: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +111,8 @@ impl Default for Limits {
             max_topic_levels: connection.max_topic_levels,
             max_subscriptions: connection.max_subscriptions,
             max_session_expiry: connection.max_session_expiry,
+            max_retained_messages: 1_000_000,
+            max_offline_sessions: 1_000_000,
         }
     }
 }
@@ -139,6 +148,11 @@ impl Limits {
         } else {
             self.max_connections.div_ceil(cores.max(1))
         }
+    }
+
+    /// The offline-session cap of one core out of `cores` (0: no limit).
+    pub fn per_core_offline_sessions(&self, cores: usize) -> usize {
+        self.max_offline_sessions.div_ceil(cores.max(1))
     }
 }
 
@@ -296,6 +310,34 @@ mod tests {
             ..limits
         };
         assert_eq!(limits.per_core_connections(3), 2);
+    }
+
+    /// `max_retained_messages` has a finite default; 0 turns it off; it
+    /// cannot be negative.
+    #[test]
+    fn retained_message_cap() {
+        assert_eq!(Limits::default().max_retained_messages, 1_000_000);
+        let config = Config::from_toml("[limits]\nmax_retained_messages = 0\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.max_retained_messages, 0);
+        assert!(Config::from_toml("[limits]\nmax_retained_messages = -1\n").is_err());
+    }
+
+    /// `max_offline_sessions` has a finite default, 0 turns it off, and it
+    /// is shared out over the cores like the connection cap (rounded up,
+    /// so a core's share is never 0 unless there is no limit).
+    #[test]
+    fn offline_session_cap_is_shared_out_over_the_cores() {
+        assert_eq!(Limits::default().max_offline_sessions, 1_000_000);
+        let config = Config::from_toml("[limits]\nmax_offline_sessions = 5\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.per_core_offline_sessions(2), 3);
+        assert_eq!(config.limits.per_core_offline_sessions(8), 1);
+        let unlimited = Limits {
+            max_offline_sessions: 0,
+            ..Limits::default()
+        };
+        assert_eq!(unlimited.per_core_offline_sessions(4), 0);
     }
 
     #[test]

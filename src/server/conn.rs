@@ -695,4 +695,5 @@ fn finish(
     if still_ours && expiry == 0 {
         core.end_session(key);
     }
+    core.evict_offline_sessions(now);
 }

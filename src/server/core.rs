@@ -91,6 +91,11 @@ pub struct Core {
     pub connection_limits: ConnectionLimits,
     pub session_limits: SessionLimits,
     pub max_connections: usize,
+    /// `max_retained_messages` (0: no limit), checked by the core that
+    /// receives a retained PUBLISH against its replica.
+    pub max_retained: usize,
+    /// This core's share of `max_offline_sessions` (0: no limit).
+    pub max_offline_sessions: usize,
     pub sessions: RefCell<Sessions>,
     pub trie: RefCell<SubscriptionTrie<SessionKey, SubscriptionEntry>>,
     pub retained: RefCell<RetainedStore<Message>>,
@@ -163,6 +168,8 @@ impl Core {
             connection_limits: config.limits.connection(),
             session_limits: config.limits.session(),
             max_connections: config.limits.per_core_connections(ncores),
+            max_retained: config.limits.max_retained_messages,
+            max_offline_sessions: config.limits.per_core_offline_sessions(ncores),
             sessions: RefCell::new(Sessions::new(id as u16)),
             trie: RefCell::new(SubscriptionTrie::new()),
             retained: RefCell::new(RetainedStore::new()),
@@ -448,7 +455,39 @@ impl Core {
     /// Routes a message received on this core. Returns whether any
     /// subscriber matched.
     pub fn route(&self, message: &Message, now: Instant) -> bool {
-        if message.retain {
+        self.route_within(message, now, self.max_retained)
+    }
+
+    /// Routes one of the broker's own `$SYS` messages: a small fixed set of
+    /// topics, stored whatever `max_retained_messages` says, so that the
+    /// broker's figures stay visible when clients have filled the store.
+    pub fn route_own(&self, message: &Message, now: Instant) -> bool {
+        self.route_within(message, now, 0)
+    }
+
+    /// Whether a retained `message` is for a new topic the store has no
+    /// room for under `limit`: then it is delivered but not stored. This
+    /// core decides from its replica and tells no peer, so every replica
+    /// applies the same stream of stored updates and none stores the
+    /// refused topic.
+    fn retained_refused(&self, message: &Message, limit: usize) -> bool {
+        let topic = message.template.topic();
+        if message.template.payload().is_empty() || self.retained.borrow().admits(topic, limit) {
+            return false;
+        }
+        self.stats.retained_refused.inc();
+        tracing::debug!(
+            core = self.id,
+            topic = topic.as_str(),
+            "retained message not stored: max_retained_messages ({limit}) reached; delivered only"
+        );
+        true
+    }
+
+    fn route_within(&self, message: &Message, now: Instant, retained_limit: usize) -> bool {
+        if message.retain && self.retained_refused(message, retained_limit) {
+            // Delivered below like any message; nothing is stored.
+        } else if message.retain {
             // [MQTT-3.3.1-5]/[MQTT-3.3.1-6]: store or, with an empty
             // payload, clear; on every core's replica.
             let stored = (!message.template.payload().is_empty()).then(|| message.clone());
@@ -658,14 +697,18 @@ impl Core {
         let mut one = SubscriptionTrie::new();
         one.insert(filter, key, *entry);
         let trie = self.trie.borrow();
+        let retained = self.retained.borrow();
         for message in recent.iter().filter(|m| m.received_at >= since) {
             if entry.options.no_local && message.origin == Some(key) {
                 continue;
             }
-            let stored = message.retain && !message.template.payload().is_empty();
+            let stored = message.retain
+                && !message.template.payload().is_empty()
+                && retained.get(message.template.topic()).is_some();
             if stored && entry.options.retain_handling != RetainHandling::DoNotSend {
                 // The subscriber gets it from the retained store, which
                 // has it by the time the SUBSCRIBE's barrier completes.
+                // (One refused for max_retained_messages is not there.)
                 continue;
             }
             let topic = message.template.topic().as_str();
@@ -679,6 +722,7 @@ impl Core {
                 missed.push(message.clone());
             }
         }
+        drop(retained);
         drop(trie);
         drop(recent);
         for message in missed {
@@ -869,6 +913,36 @@ impl Core {
         }
     }
 
+    /// Keeps this core within its share of `max_offline_sessions`: while
+    /// more sessions are offline, the one offline longest ends as if it had
+    /// expired (its delayed will is published, its subscriptions go from
+    /// every replica, its client id is released), and is counted. Called
+    /// when a session goes offline.
+    pub fn evict_offline_sessions(&self, now: Instant) {
+        loop {
+            let (key, will) = {
+                let mut sessions = self.sessions.borrow_mut();
+                let Some(key) = sessions.over_offline_limit(self.max_offline_sessions) else {
+                    return;
+                };
+                let slot = sessions.get_mut(key).expect("an offline session");
+                tracing::debug!(
+                    core = self.id,
+                    client_id = slot.client_id.as_str(),
+                    "offline session ended: max_offline_sessions reached (this core's share is {})",
+                    self.max_offline_sessions
+                );
+                (key, slot.pending_will.take().map(|pending| pending.0))
+            };
+            if let Some(will) = will {
+                // [MQTT-3.1.3-9]: a delayed will is sent when the session ends.
+                self.publish_will(will, now);
+            }
+            self.stats.sessions_evicted.inc();
+            self.end_session(key);
+        }
+    }
+
     /// Creates a session slot for a connection that won its claim.
     pub fn install_session(
         &self,
@@ -988,5 +1062,195 @@ mod catch_up_tests {
         // Re-registered subscriptions carry no time and catch nothing up.
         core.dispatch(subscribe("b/#", None), t1);
         assert!(caught_up(&core).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::codec::{Publish, QoS, QosPid, WillProperties};
+    use bytes::Bytes;
+
+    /// Core 1 of 2, after `adjust` has changed the configuration.
+    fn core(adjust: impl FnOnce(&mut super::super::config::Config)) -> Core {
+        let mut config = super::super::config::Config::default();
+        adjust(&mut config);
+        Core::new(1, 2, &config, Arc::new(AtomicBool::new(false)))
+    }
+
+    fn retained(topic: &str, payload: &'static [u8]) -> Message {
+        let mut publish = Publish::new(
+            TopicName::try_from(topic).unwrap(),
+            Bytes::from_static(payload),
+        );
+        publish.qos_pid = QosPid::AtMostOnce;
+        publish.retain = true;
+        Message::from_publish(&publish, None, Instant::now())
+    }
+
+    /// The retained updates core 1 sent its peer, as (topic, stored).
+    fn replicated(core: &Core) -> Vec<(String, bool)> {
+        core.outboxes[0]
+            .take_batch()
+            .into_iter()
+            .filter_map(|msg| match msg {
+                CoreMsg::Retain { topic, message } => {
+                    Some((topic.as_str().to_string(), message.is_some()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `max_retained_messages`: the receiving core refuses a new topic at
+    /// the limit, counts it and sends its peers nothing, so no replica
+    /// stores it; replacing and clearing still replicate. What a peer
+    /// stored is applied whatever the limit, so replicas never diverge.
+    /// The broker's own `$SYS` figures are stored regardless.
+    #[test]
+    fn a_new_retained_topic_at_the_limit_is_refused_on_the_receiving_core() {
+        let core = core(|c| c.limits.max_retained_messages = 2);
+        let now = Instant::now();
+        core.route(&retained("r/a", b"1"), now);
+        core.route(&retained("r/b", b"1"), now);
+        core.route(&retained("r/c", b"1"), now);
+        assert_eq!(
+            replicated(&core),
+            [("r/a".into(), true), ("r/b".into(), true)]
+        );
+        assert_eq!(core.stats.retained_refused.get(), 1);
+        assert_eq!(core.retained.borrow().len(), 2);
+        assert!(core
+            .retained
+            .borrow()
+            .get(&TopicName::try_from("r/c").unwrap())
+            .is_none());
+
+        core.route(&retained("r/a", b"2"), now);
+        core.route(&retained("r/b", b""), now);
+        assert_eq!(
+            replicated(&core),
+            [("r/a".into(), true), ("r/b".into(), false)]
+        );
+        core.route(&retained("r/c", b"1"), now);
+        assert_eq!(replicated(&core), [("r/c".into(), true)]);
+        assert_eq!(core.stats.retained_refused.get(), 1);
+
+        // A peer stored r/d at the same time: applied, over the limit.
+        core.dispatch(
+            CoreMsg::Retain {
+                topic: TopicName::try_from("r/d").unwrap(),
+                message: Some(retained("r/d", b"1")),
+            },
+            now,
+        );
+        assert_eq!(core.retained.borrow().len(), 3);
+        core.route(&retained("r/e", b"1"), now);
+        assert!(replicated(&core).is_empty());
+        assert_eq!(core.stats.retained_refused.get(), 2);
+
+        core.route_own(&retained("$SYS/broker/uptime", b"1"), now);
+        assert_eq!(replicated(&core), [("$SYS/broker/uptime".into(), true)]);
+        assert_eq!(core.stats.retained_refused.get(), 2);
+    }
+
+    /// A retained message refused for want of room is in no replica, so a
+    /// subscription from another core that this core applies after routing
+    /// it catches it up like a plain message, where a stored one is left
+    /// to the retained store.
+    #[test]
+    fn a_refused_retained_message_is_caught_up_not_left_to_the_store() {
+        use crate::codec::SubscriptionOptions;
+        let core = core(|c| c.limits.max_retained_messages = 1);
+        let t0 = Instant::now();
+        core.route(&retained("k/stored", b"1"), t0);
+        core.route(&retained("k/refused", b"1"), t0);
+        core.outboxes[0].take_batch();
+        let subscribe = CoreMsg::Subscribe {
+            key: SessionKey {
+                core: 0,
+                slot: 7,
+                generation: 1,
+            },
+            filter: TopicFilter::try_from("k/+").unwrap(),
+            entry: SubscriptionEntry {
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+                identifier: None,
+            },
+            since: Some(t0),
+        };
+        core.dispatch(subscribe, t0);
+        let caught: Vec<String> = core.outboxes[0]
+            .take_batch()
+            .into_iter()
+            .filter_map(|msg| match msg {
+                CoreMsg::SharedDeliver { message, .. } => {
+                    Some(message.template.topic().as_str().to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(caught, ["k/refused"]);
+    }
+
+    fn session(core: &Core, id: &str) -> SessionKey {
+        let client_id = MqttStr::try_from(id).unwrap();
+        let owner = core.next_id();
+        let key = core.install_session(
+            client_id,
+            Claimant {
+                core: core.id,
+                ticket: owner,
+            },
+            SessionState::new(core.session_limits),
+            Rc::default(),
+        );
+        let mut sessions = core.sessions.borrow_mut();
+        sessions.get_mut(key).unwrap().expiry = 300;
+        key
+    }
+
+    /// `max_offline_sessions` (2 over 2 cores: 1 here): when a second
+    /// session goes offline, the one offline longest ends as if it had
+    /// expired: its delayed will is published and it is counted as
+    /// evicted; the newer one stays, as do online sessions.
+    #[test]
+    fn the_session_offline_longest_is_evicted_with_its_will() {
+        let core = core(|c| c.limits.max_offline_sessions = 2);
+        assert_eq!(core.max_offline_sessions, 1);
+        let t0 = Instant::now();
+        let old = session(&core, "old");
+        let new = session(&core, "new");
+        let online = session(&core, "online");
+        core.sessions.borrow_mut().detach(old, t0);
+        core.sessions
+            .borrow_mut()
+            .get_mut(old)
+            .unwrap()
+            .pending_will = Some((
+            Will {
+                topic: TopicName::try_from("w").unwrap(),
+                payload: Bytes::from_static(b"bye"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: WillProperties::default(),
+            },
+            t0 + std::time::Duration::from_secs(60),
+        ));
+        core.evict_offline_sessions(t0);
+        assert_eq!(core.stats.sessions_evicted.get(), 0, "within the limit");
+
+        core.sessions.borrow_mut().detach(new, t0);
+        core.evict_offline_sessions(t0);
+        assert_eq!(core.stats.sessions_evicted.get(), 1);
+        assert_eq!(core.stats.wills_published.get(), 1);
+        let mut sessions = core.sessions.borrow_mut();
+        assert!(sessions.get_mut(old).is_none());
+        assert!(sessions.get_mut(new).is_some());
+        assert!(sessions.get_mut(online).is_some());
+        assert_eq!((sessions.online(), sessions.offline()), (1, 1));
     }
 }

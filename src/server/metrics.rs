@@ -693,6 +693,13 @@ pub fn collect(hub: &StatsHub, latest: &Latest) -> Vec<Family> {
     );
     b.per_core(
         hub,
+        "vane_sessions_evicted_total",
+        "Offline sessions ended early, offline longest first, because the core held its share of max_offline_sessions.",
+        Kind::Counter,
+        |s| s.sessions_evicted.get(),
+    );
+    b.per_core(
+        hub,
         "vane_subscriptions",
         "Subscriptions of the core's sessions.",
         Kind::Gauge,
@@ -716,6 +723,13 @@ pub fn collect(hub: &StatsHub, latest: &Latest) -> Vec<Family> {
                 .max()
                 .unwrap_or(0),
         ),
+    );
+    b.per_core(
+        hub,
+        "vane_retained_refused_total",
+        "Retained messages for a new topic not stored because max_retained_messages was reached (they were still delivered), by the core that received them.",
+        Kind::Counter,
+        |s| s.retained_refused.get(),
     );
     b.by_qos(
         hub,

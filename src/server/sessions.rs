@@ -3,10 +3,12 @@
 //! live connection.
 //!
 //! Owns: slot allocation (with generations, so a stale key never reaches a
-//! reused slot) and the offline bookkeeping (expiry, delayed wills). Does
-//! not own: the session's protocol state ([`SessionState`]) or sockets.
+//! reused slot) and the offline bookkeeping (expiry, delayed wills, which
+//! session has been offline longest). Does not own: the session's protocol
+//! state ([`SessionState`]), sockets, or ending a session (`Core`).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -158,6 +160,11 @@ pub struct Sessions {
     free: Vec<u32>,
     by_client: AHashMap<MqttStr, u32>,
     online: usize,
+    /// Keys of sessions in the order they went offline. A session leaves
+    /// the offline state only by being removed (a reconnect installs a new
+    /// slot), so an entry whose key is no longer valid is stale: skipped
+    /// at the front, compacted away when they outnumber the live ones.
+    offline_order: VecDeque<SessionKey>,
 }
 
 impl Sessions {
@@ -169,6 +176,7 @@ impl Sessions {
             free: Vec::new(),
             by_client: AHashMap::new(),
             online: 0,
+            offline_order: VecDeque::new(),
         }
     }
 
@@ -176,8 +184,14 @@ impl Sessions {
         self.online
     }
 
+    /// Sessions without a connection.
+    pub fn offline(&self) -> usize {
+        self.slots.len() - self.free.len() - self.online
+    }
+
     pub fn insert(&mut self, slot: SessionSlot) -> SessionKey {
-        if slot.link.is_some() {
+        let offline = slot.link.is_none();
+        if !offline {
             self.online += 1;
         }
         let index = match self.free.pop() {
@@ -190,11 +204,15 @@ impl Sessions {
         };
         self.by_client.insert(slot.client_id.clone(), index);
         self.slots[index as usize] = Some(slot);
-        SessionKey {
+        let key = SessionKey {
             core: self.core,
             slot: index,
             generation: self.generations[index as usize],
+        };
+        if offline {
+            self.went_offline(key);
         }
+        key
     }
 
     fn valid(&self, key: SessionKey) -> bool {
@@ -239,8 +257,40 @@ impl Sessions {
                 slot.state.detach();
                 slot.offline_since = Some(now);
                 self.online -= 1;
+                self.went_offline(key);
             }
         }
+    }
+
+    fn went_offline(&mut self, key: SessionKey) {
+        self.offline_order.push_back(key);
+        if self.offline_order.len() > 2 * self.offline() + 32 {
+            let mut order = std::mem::take(&mut self.offline_order);
+            order.retain(|k| self.is_offline(*k));
+            self.offline_order = order;
+        }
+    }
+
+    fn is_offline(&self, key: SessionKey) -> bool {
+        self.valid(key)
+            && self.slots[key.slot as usize]
+                .as_ref()
+                .is_some_and(|slot| slot.link.is_none())
+    }
+
+    /// The session offline longest, if more than `limit` sessions are
+    /// offline (`limit` 0: no limit). The caller ends it.
+    pub fn over_offline_limit(&mut self, limit: usize) -> Option<SessionKey> {
+        if limit == 0 || self.offline() <= limit {
+            return None;
+        }
+        while let Some(&key) = self.offline_order.front() {
+            if self.is_offline(key) {
+                return Some(key);
+            }
+            self.offline_order.pop_front();
+        }
+        None
     }
 
     /// Sessions whose expiry has passed, and delayed wills now due.
@@ -346,6 +396,68 @@ mod tests {
         assert!(sessions.due(t0 + Duration::from_secs(9)).1.is_empty());
         assert_eq!(sessions.due(t0 + Duration::from_secs(10)).1.len(), 1);
         assert!(sessions.due(t0 + Duration::from_secs(11)).1.is_empty());
+    }
+
+    /// `max_offline_sessions`: once more sessions are offline than the
+    /// limit, the one offline longest is named, whatever order the
+    /// sessions were created in; online sessions do not count, and one
+    /// that left the offline state (removed: expired, taken over) is
+    /// skipped. 0 means no limit. Simulated time.
+    #[test]
+    fn the_session_offline_longest_is_named_beyond_the_limit() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut sessions = Sessions::new(0);
+        let keys: Vec<SessionKey> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|id| sessions.insert(slot(id, 100, Some(Rc::default()))))
+            .collect();
+        let [a, b, c, d, e] = keys[..] else { panic!() };
+        sessions.detach(c, at(1));
+        sessions.detach(a, at(2));
+        assert_eq!(sessions.offline(), 2);
+        assert_eq!(sessions.over_offline_limit(2), None, "at the limit");
+        sessions.detach(d, at(3));
+        assert_eq!(sessions.over_offline_limit(0), None, "no limit");
+        assert_eq!(sessions.over_offline_limit(2), Some(c));
+        sessions.remove(c);
+        assert_eq!(sessions.over_offline_limit(2), None);
+        // The longest-offline one is taken over before the next check.
+        sessions.detach(b, at(4));
+        sessions.remove_by_client(&MqttStr::try_from("a").unwrap());
+        assert_eq!(sessions.over_offline_limit(2), None);
+        sessions.detach(e, at(5));
+        assert_eq!(sessions.over_offline_limit(2), Some(d));
+        assert_eq!(sessions.over_offline_limit(1), Some(d));
+        sessions.remove(d);
+        assert_eq!(sessions.over_offline_limit(1), Some(b));
+        assert_eq!(sessions.online(), 0);
+        assert_eq!(sessions.offline(), 2);
+    }
+
+    /// Clients that come and go (sessions ending at disconnect, reconnects
+    /// that replace the slot) leave stale entries in the offline order;
+    /// they are compacted away, so it stays proportional to the sessions
+    /// actually offline.
+    #[test]
+    fn the_offline_order_does_not_grow_with_churn() {
+        let now = Instant::now();
+        let mut sessions = Sessions::new(0);
+        let kept = sessions.insert(slot("kept", 100, Some(Rc::default())));
+        sessions.detach(kept, now);
+        for i in 0..10_000 {
+            let key = sessions.insert(slot(&format!("c{i}"), 0, Some(Rc::default())));
+            sessions.detach(key, now);
+            assert!(sessions.offline_order.len() <= 2 * sessions.offline() + 32);
+            sessions.remove(key);
+        }
+        assert_eq!(sessions.offline(), 1);
+        let extra = sessions.insert(slot("extra", 100, None));
+        assert_eq!(sessions.over_offline_limit(1), Some(kept));
+        sessions.remove(kept);
+        assert_eq!(sessions.over_offline_limit(0), None);
+        assert_eq!(sessions.over_offline_limit(1), None);
+        let _ = extra;
     }
 
     /// A removed slot's key never reaches the slot's next occupant.

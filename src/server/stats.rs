@@ -176,6 +176,12 @@ pub struct CoreStats {
     pub messages_sent: Counter,
     pub wills_published: Counter,
     pub sessions_expired: Counter,
+    /// Offline sessions ended early to stay within `max_offline_sessions`.
+    pub sessions_evicted: Counter,
+    /// Retained PUBLISHes for a new topic received on this core and not
+    /// stored because the store held `max_retained_messages` (the messages
+    /// were still delivered).
+    pub retained_refused: Counter,
     pub mailbox_messages: Counter,
     pub mailbox_batches: Counter,
     /// Times a publisher had to wait because a mailbox to another core was
@@ -233,6 +239,8 @@ impl Default for CoreStats {
             messages_sent: Counter::default(),
             wills_published: Counter::default(),
             sessions_expired: Counter::default(),
+            sessions_evicted: Counter::default(),
+            retained_refused: Counter::default(),
             mailbox_messages: Counter::default(),
             mailbox_batches: Counter::default(),
             mailbox_full: Counter::default(),

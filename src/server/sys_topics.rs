@@ -6,7 +6,7 @@
 //! Owns: the topic names, the values' text, and the load averages
 //! (exponentially weighted per-minute rates over 1, 5 and 15 minutes, as
 //! Mosquitto computes them). Does not own: the counters (read from the
-//! hub) or routing (`Core::route`).
+//! hub) or routing (`Core::route_own`: exempt from max_retained_messages).
 //!
 //! Differences from Mosquitto: `messages/received` and `messages/sent`
 //! count PUBLISH packets (Mosquitto counts every packet); `heap/*` is not
@@ -182,7 +182,7 @@ pub async fn run(core: Rc<Core>, hub: Arc<StatsHub>, interval: Duration) {
             let mut publish = Publish::new(topic, Bytes::from(value));
             publish.retain = true;
             let message = Message::from_publish(&publish, None, now);
-            core.route(&message, now);
+            core.route_own(&message, now);
         }
     }
 }

@@ -79,6 +79,14 @@ impl Broker {
         self.addr.port()
     }
 
+    /// The stats endpoint's address (ephemeral, on loopback).
+    pub fn stats_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .and_then(Server::stats_addr)
+            .expect("stats enabled")
+    }
+
     /// Graceful shutdown, waiting for the cores.
     pub fn shutdown(mut self) {
         let server = self.server.take().expect("running");
