@@ -1230,7 +1230,7 @@ mod limit_tests {
             .borrow_mut()
             .get_mut(old)
             .unwrap()
-            .pending_will = Some((
+            .pending_will = Some(Box::new((
             Will {
                 topic: TopicName::try_from("w").unwrap(),
                 payload: Bytes::from_static(b"bye"),
@@ -1239,7 +1239,7 @@ mod limit_tests {
                 properties: WillProperties::default(),
             },
             t0 + std::time::Duration::from_secs(60),
-        ));
+        )));
         core.evict_offline_sessions(t0);
         assert_eq!(core.stats.sessions_evicted.get(), 0, "within the limit");
 
