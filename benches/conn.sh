@@ -5,6 +5,8 @@
 # Prints each broker's resident memory before and with the connections
 # held, memory per connection, and each loadgen's connect rate.
 #   N=9500 per loadgen process (default; two processes), RATE=4000/s each.
+#   VANE_CONFIG=file.toml starts Vane with that configuration (for example
+#   another executor.park_idle_after_ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-9500}
@@ -50,7 +52,7 @@ PY
 echo "| broker | connections held (failed) | broker open fds | RSS before | RSS held | RSS per connection | connect rate (2 processes) |"
 echo "|---|---|---|---|---|---|---|"
 port=$(free_port)
-target/release/vane --listen 127.0.0.1:$port --cores 2 --stats-listen 127.0.0.1:$(free_port) >/dev/null 2>&1 &
+target/release/vane ${VANE_CONFIG:+--config "$VANE_CONFIG"} --listen 127.0.0.1:$port --cores 2 --stats-listen 127.0.0.1:$(free_port) >/dev/null 2>&1 &
 vp=$!; run_broker "Vane (2 cores)" "$port" "$vp"; kill $vp; wait $vp 2>/dev/null || true
 port=$(free_port); conf=$(mktemp)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$conf"

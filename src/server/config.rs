@@ -184,7 +184,7 @@ impl Default for ExecutorSettings {
             ring_depth: 256,
             mailbox_capacity: 256,
             pin: true,
-            park_idle_after_ms: 1000,
+            park_idle_after_ms: 200,
         }
     }
 }
