@@ -434,7 +434,17 @@ async fn flush(
             }
             (out.split(), link.stamps.take())
         };
-        stream.write_all(&chunk).await?;
+        // Written piece by piece so that a consumer's progress is seen
+        // while a large chunk drains (see `Core::wait_for_consumers`).
+        let mut written = 0;
+        while written < chunk.len() {
+            let n = stream.write(&chunk[written..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            written += n;
+            link.wrote(n);
+        }
         super::metrics::count_sent(&core.stats, &chunk);
         core.telemetry.written(&stamps);
     }

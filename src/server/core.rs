@@ -55,7 +55,9 @@ use crate::broker::message::{DeliveryPlan, Message, SessionKey, SubscriptionEntr
 use crate::broker::retained::RetainedStore;
 use crate::broker::session::{QueueBound, SessionLimits, SessionState};
 use crate::broker::trie::SubscriptionTrie;
-use crate::codec::{DisconnectReasonCode, MqttStr, RetainHandling, TopicFilter, TopicName, Will};
+use crate::codec::{
+    DisconnectReasonCode, MqttStr, QoS, RetainHandling, TopicFilter, TopicName, Will,
+};
 
 use super::mailbox::{Claimant, CoreMsg, Outbox, SessionTransfer};
 use super::notify::Notify;
@@ -331,23 +333,36 @@ impl Core {
             if link.is_slow() || !link.over(self.marks) {
                 continue;
             }
-            let drained = futures_lite::future::or(
-                async {
-                    link.drained(self.marks).await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(SLOW_CONSUMER_GRACE).await;
-                    false
-                },
-            )
-            .await;
-            if !drained {
-                link.mark_slow();
-                tracing::debug!(
-                    core = self.id,
-                    "slow consumer: its QoS 0 overflow will be dropped"
-                );
+            // A subscriber that keeps reading is waited for however long it
+            // takes: its QoS 1/2 messages are acknowledged to publishers
+            // and must not be dropped. Only one that wrote nothing for a
+            // whole grace period is a slow consumer.
+            let mut progress = link.progress();
+            loop {
+                let drained = futures_lite::future::or(
+                    async {
+                        link.drained(self.marks).await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(SLOW_CONSUMER_GRACE).await;
+                        false
+                    },
+                )
+                .await;
+                if drained {
+                    break;
+                }
+                let now = link.progress();
+                if now == progress {
+                    link.mark_slow();
+                    tracing::debug!(
+                        core = self.id,
+                        "slow consumer: nothing read for {SLOW_CONSUMER_GRACE:?}; its QoS 0 overflow is dropped and its queue bound applies"
+                    );
+                    break;
+                }
+                progress = now;
             }
         }
     }
@@ -616,17 +631,23 @@ impl Core {
         now: Instant,
         unbounded: bool,
     ) {
-        let bound = if unbounded {
-            QueueBound::Unbounded
-        } else {
-            QueueBound::Configured
-        };
         let mut sessions = self.sessions.borrow_mut();
         let Some(slot) = sessions.get_mut(key) else {
             return;
         };
         match &slot.link {
             Some(link) => {
+                // A QoS 1/2 message for a subscriber that is reading is
+                // never dropped for a full queue: it was acknowledged to its
+                // publisher. Back-pressure bounds that queue instead (this
+                // core stops taking batches, its peers' publishers stop
+                // reading). The configured bound and drop policy apply to
+                // QoS 0, to slow consumers and to offline sessions.
+                let bound = if unbounded || (plan.qos != QoS::AtMostOnce && !link.is_slow()) {
+                    QueueBound::Unbounded
+                } else {
+                    QueueBound::Configured
+                };
                 // Retained messages sent on subscribe are not latency samples.
                 let sample = !plan.retain && self.telemetry.sampling();
                 let mut out = link.out.borrow_mut();
@@ -647,6 +668,11 @@ impl Core {
                 }
             }
             None => {
+                let bound = if unbounded {
+                    QueueBound::Unbounded
+                } else {
+                    QueueBound::Configured
+                };
                 slot.state
                     .deliver(message, plan, now, &mut BytesMut::new(), bound);
             }

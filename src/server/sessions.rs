@@ -45,6 +45,9 @@ pub struct ConnLink {
     pub stamps: super::metrics::LatencyStamps,
     /// Where the connection waits while it is parked (see `parking.rs`).
     pub parked: Cell<Option<ParkId>>,
+    /// Bytes written to the client so far: whether a consumer over its
+    /// mark is still reading (see `Core::wait_for_consumers`).
+    written: Cell<u64>,
 }
 
 impl ConnLink {
@@ -76,6 +79,16 @@ impl ConnLink {
 
     pub fn killed(&self) -> Option<DisconnectReasonCode> {
         self.killed.get()
+    }
+
+    /// Counts bytes written to the client.
+    pub fn wrote(&self, bytes: usize) {
+        self.written.set(self.written.get() + bytes as u64);
+    }
+
+    /// Bytes written to the client so far.
+    pub fn progress(&self) -> u64 {
+        self.written.get()
     }
 
     pub fn is_slow(&self) -> bool {
