@@ -52,3 +52,17 @@ def seconds(s):
         if s.endswith(unit):
             return float(s[: -len(unit)]) * mult
     return float(s)
+
+
+def header(out):
+    """One sentence from $OUT_DIR/meta.txt (benches/lib.sh meta_start/meta_end)."""
+    m = {}
+    try:
+        for line in open(f"{out}/meta.txt"):
+            k, _, v = line.rstrip("\n").partition("=")
+            m[k] = v
+    except OSError:
+        return "(no meta.txt)"
+    return (f"Run {m.get('started', '?')} to {m.get('ended', '?')} UTC on {m.get('cpus', '?')} CPUs, "
+            f"checkout {m.get('checkout', '?')}, Vane binary {m.get('vane_binary', '?')}; "
+            f"load average {m.get('load_start', '?')} at the start, {m.get('load_end', '?')} at the end.")

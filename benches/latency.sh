@@ -15,6 +15,7 @@
 #   NICE                      when set (e.g. -10), brokers and loadgen run
 #                             under `nice -n $NICE`, all alike (to stand out
 #                             from other work on a shared machine)
+#   REPORT_ONLY=1 reprints the tables of an earlier OUT_DIR without running
 #   OUT_DIR                   keeps the JSON, .hgrm histograms and logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,9 @@ prio=()
 [ -n "$NICE" ] && prio=(nice -n "$NICE") && BROKER_NICE=$NICE
 
 trap stop_broker EXIT
+# REPORT_ONLY=1 with an earlier OUT_DIR prints the tables again without running.
+if [ "${REPORT_ONLY:-0}" != 1 ]; then
+meta_start
 : >"$OUT_DIR/runs.tsv"
 for round in $(seq 1 "$ROUNDS"); do
     # shellcheck disable=SC2086
@@ -64,13 +68,16 @@ for round in $(seq 1 "$ROUNDS"); do
         printf '%s\t%s\t%s\t%s\t%s\n' "$v" "$round" "$((t1 - t0))" "$load0" "$(loadavg)" >>"$OUT_DIR/runs.tsv"
     done
 done
+meta_end
+fi
 
 versions=""
 for b in $(available_brokers); do versions="$versions$(broker_version "$b");"; done
-python3 - "$OUT_DIR" "$RATE" "$WARMUP" "$DURATION" "$LOADGEN_CORES" "$versions" "${NICE:-}" <<'PY'
-import os, subprocess, sys, datetime
+report_args "$RATE" "$WARMUP" "$DURATION" "$LOADGEN_CORES" "$versions" "${NICE:-}"
+python3 - "$OUT_DIR" "${REPORT_ARGS[@]}" <<'PY'
+import sys
 sys.path.insert(0, "benches")
-from bench_util import load, median
+from bench_util import load, median, header
 out, rate, warmup, duration, lcores, versions, nice = sys.argv[1:]
 def name(v):
     return f"Vane --cores {v[6:]}" if v.startswith("vane-c") else {"mosquitto": "Mosquitto", "rumqttd": "rumqttd"}[v]
@@ -89,8 +96,7 @@ for line in open(f"{out}/runs.tsv"):
 variants = list(dict.fromkeys(x["v"] for x in runs))
 rounds = sorted({x["round"] for x in runs})
 ok = lambda v: [x for x in runs if x["v"] == v and x["ok"]]
-rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-print(f"Run ended {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, checkout {rev}, {os.cpu_count()} CPUs. "
+print(header(out) + " "
       f"1 publisher -> 1 subscriber (`vane-loadgen pairs --publishers 1`), QoS 0, 64 B, open-loop {int(rate):,} msg/s, "
       f"{warmup} warm-up then {duration} measured, vane-loadgen --cores {lcores}, brokers unpinned"
       + (f", everything under nice {nice}" if nice else "") + f"; {len(rounds)} rounds. "

@@ -143,3 +143,26 @@ b = b[k:] + b[:k]
 print(" ".join(b if r % 2 else b[::-1]))
 PY
 }
+
+# meta_start / meta_end: what the report's header says about the run, kept
+# in $OUT_DIR/meta.txt so that REPORT_ONLY=1 can print it again later.
+meta_start() {
+    local dirty=""
+    git diff --quiet HEAD -- src loadgen 2>/dev/null || dirty=" (with uncommitted changes in src/ or loadgen/)"
+    {
+        echo "started=$(date -u +'%Y-%m-%d %H:%M')"
+        echo "checkout=$(git rev-parse --short HEAD 2>/dev/null)$dirty"
+        echo "vane_binary=$VANE, built $(date -u -r "$VANE" +'%Y-%m-%d %H:%M' 2>/dev/null) UTC"
+        echo "load_start=$(loadavg)"
+        echo "cpus=$(nproc)"
+    } >"$OUT_DIR/meta.txt"
+}
+meta_end() {
+    { echo "ended=$(date -u +'%Y-%m-%d %H:%M')"; echo "load_end=$(loadavg)"; } >>"$OUT_DIR/meta.txt"
+}
+# report_args ARGS...: saves the report's arguments at run time; with
+# REPORT_ONLY=1, reads them back instead. Leaves them in REPORT_ARGS.
+report_args() {
+    if [ "${REPORT_ONLY:-0}" != 1 ]; then printf '%s\n' "$@" >"$OUT_DIR/report-args"; fi
+    mapfile -t REPORT_ARGS <"$OUT_DIR/report-args"
+}

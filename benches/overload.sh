@@ -30,6 +30,7 @@
 #   START_RATE (50000), MAX_RATE (8000000), BISECT (3)
 #   PROBE_WARMUP (1s), PROBE_DURATION (4s)
 #   FLOOD_FACTOR (3), FLOOD_WARMUP (2s), FLOOD_DURATION (30s)
+#   REPORT_ONLY=1 reprints the tables of an earlier OUT_DIR without running
 #   OUT_DIR   keeps the JSON, RSS samples, counters and logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -154,6 +155,9 @@ counters() {
     esac
 }
 
+# REPORT_ONLY=1 with an earlier OUT_DIR prints the tables again without running.
+if [ "${REPORT_ONLY:-0}" != 1 ]; then
+meta_start
 : >"$OUT_DIR/probes.tsv"
 : >"$OUT_DIR/floods.tsv"
 for round in $(seq 1 "$ROUNDS"); do
@@ -192,19 +196,20 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+meta_end
+fi
 
 versions=""
 for b in $BROKER_LIST; do versions="$versions$(broker_version "$b");"; done
-python3 - "$OUT_DIR" "$FLOOD_WARMUP" "$FLOOD_DURATION" "$FLOOD_FACTOR" "$PUBLISHERS" "$LOADGEN_CORES" "$MQTT" "$(getconf CLK_TCK)" \
-    "$versions" "$PROBE_WARMUP" "$PROBE_DURATION" <<'PY'
-import os, subprocess, sys, datetime
+report_args "$FLOOD_WARMUP" "$FLOOD_DURATION" "$FLOOD_FACTOR" "$PUBLISHERS" "$LOADGEN_CORES" "$MQTT" "$(getconf CLK_TCK)" \
+    "$versions" "$PROBE_WARMUP" "$PROBE_DURATION"
+python3 - "$OUT_DIR" "${REPORT_ARGS[@]}" <<'PY'
+import sys
 sys.path.insert(0, "benches")
-from bench_util import load, steady, seconds, fmt_rate, median
+from bench_util import load, steady, seconds, fmt_rate, median, header
 out, fw, fd, factor, pubs, lcores, mqtt, tck, versions, pw, pd = sys.argv[1:]
 NAMES = {"vane": "Vane", "mosquitto": "Mosquitto", "rumqttd": "rumqttd"}
-rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-print(f"Run ended {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, checkout {rev}, {os.cpu_count()} CPUs, "
-      f"MQTT {mqtt}. fan-in: {pubs} publishers -> 1 subscriber on t/#, 64 B, open-loop (--total-rate), vane-loadgen --cores {lcores}, "
+print(header(out) + f" MQTT {mqtt}. fan-in: {pubs} publishers -> 1 subscriber on t/#, 64 B, open-loop (--total-rate), vane-loadgen --cores {lcores}, "
       f"brokers unpinned. Probes {pw} + {pd}; flood {factor} x the unloaded delivered rate, {fw} warm-up + {fd} measured. "
       f"Brokers: {', '.join(v for v in versions.split(';') if v)}.")
 print()
@@ -247,6 +252,14 @@ for qos in sorted({r[0] for r in rows}):
         xs = [r[2] for r in rows if r[0] == qos and r[1] == b and r[2] is not None]
         if xs:
             print(f"- QoS {qos}, {NAMES[b]}: {median(xs):.2f} (runs: {', '.join(f'{x:.2f}' for x in xs)})")
+qos_loss = []
+for line in open(f"{out}/probes.tsv"):
+    broker, qos, rnd, rate, v, loadv = line.rstrip("\n").split("\t")
+    if qos != "0" and "lost=" in v:
+        qos_loss.append(f"{NAMES[broker]} round {rnd} at {int(rate):,} msg/s offered: {v.split()[2].split('lost=')[1].split(',')[0]} lost")
+if qos_loss:
+    print()
+    print("Messages lost at QoS 1 or 2 in the probes (not overloaded by the flood's standard, still a loss): " + "; ".join(qos_loss) + ".")
 print()
 print("Probes (offered total msg/s → verdict (why it failed: lost=N messages lost, delivered<97% of offered, tool-behind: the loadgen sent under 99% of its schedule), delivered/s):")
 print()

@@ -50,6 +50,9 @@ scenario_args() {
 }
 
 trap stop_broker EXIT
+# REPORT_ONLY=1 with an earlier OUT_DIR prints the tables again without running.
+if [ "${REPORT_ONLY:-0}" != 1 ]; then
+meta_start
 : >"$OUT_DIR/runs.tsv"
 for round in $(seq 1 "$ROUNDS"); do
     for sc in $SCENARIOS; do
@@ -72,13 +75,16 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+meta_end
+fi
 
 versions=""
 for b in $BROKER_LIST; do versions="$versions$(broker_version "$b");"; done
-python3 - "$OUT_DIR" "$WARMUP" "$DURATION" "$(getconf CLK_TCK)" "$versions" "$LOADGEN_CORES" "$MQTT" <<'PY'
-import os, subprocess, sys, datetime
+report_args "$WARMUP" "$DURATION" "$(getconf CLK_TCK)" "$versions" "$LOADGEN_CORES" "$MQTT"
+python3 - "$OUT_DIR" "${REPORT_ARGS[@]}" <<'PY'
+import sys
 sys.path.insert(0, "benches")
-from bench_util import load, steady, fmt_rate, median, ratio, seconds
+from bench_util import load, steady, fmt_rate, median, seconds, header
 out, warmup, duration, tck, versions, lcores, mqtt = sys.argv[1:]
 warm, tck = seconds(warmup), int(tck)
 # The issue's figures; the target is each times 1.3.
@@ -96,6 +102,7 @@ for line in open(f"{out}/runs.tsv"):
             received=d["received"], lost=d["lost"] or 0, expected=d["expected"],
             sent_steady=steady(r, warm, "sent_per_s"),
             bcpu=int(ticks) / tck / max(t["wall_seconds"], 1e-9) * 100,
+            per_cpu=d["received"] / (int(ticks) / tck) if int(ticks) else None,
             lcpu=t["cpu_percent"] * t["cores"], saturated=t["saturated"],
             notes="; ".join(r["problems"] + r["warnings"]))
     runs.append(run)
@@ -103,9 +110,7 @@ brokers = [b for b in ("vane", "mosquitto", "rumqttd") if any(x["broker"] == b f
 scenarios = list(dict.fromkeys(x["sc"] for x in runs))
 get = lambda sc, b, rnd: next((x for x in runs if x["sc"] == sc and x["broker"] == b and x["round"] == rnd and x["ok"]), None)
 rounds = sorted({x["round"] for x in runs})
-rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-print(f"Run ended {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, checkout {rev}, {os.cpu_count()} CPUs, "
-      f"MQTT {mqtt}, 64 B payloads, --rate 0, {warmup} warm-up + {duration} per run, {len(rounds)} rounds. "
+print(header(out) + f" MQTT {mqtt}, 64 B payloads, --rate 0, {warmup} warm-up + {duration} per run, {len(rounds)} rounds. "
       f"vane-loadgen --cores {lcores}; brokers unpinned. Brokers: {', '.join(v for v in versions.split(';') if v)}.")
 print()
 hdr = "| scenario | target (issue × 1.3) | " + " | ".join(f"{NAMES[b]} median msg/s" for b in brokers)
@@ -127,6 +132,19 @@ for sc in scenarios:
         row.append(f"{med['vane'] / (TARGET[sc] * 1.3):.2f} × target: " + ("met" if med["vane"] >= TARGET[sc] * 1.3 else "not met"))
     else:
         row.append("-")
+    print("| " + " | ".join(row) + " |")
+print()
+print("Deliveries per second of broker CPU time (everything the subscribers received, drain included, over the CPU time the "
+      "broker process used during the loadgen's run; Mosquitto is one thread, Vane and rumqttd use both cores). "
+      "On a machine shared with other work this is less sensitive to how much CPU each broker got than msg/s is:")
+print()
+print("| scenario | " + " | ".join(f"{NAMES[b]} deliveries per CPU-second (median)" for b in brokers)
+      + "".join(f" | Vane/{NAMES[b]}" for b in others) + " |")
+print("|---|" + "---:|" * (len(brokers) + len(others)))
+for sc in scenarios:
+    med = {b: median([get(sc, b, r)["per_cpu"] for r in rounds if get(sc, b, r)]) for b in brokers}
+    row = [sc] + [fmt_rate(med[b]) for b in brokers]
+    row += [f"{med['vane'] / med[b]:.2f}" if med.get("vane") and med[b] else "-" for b in others]
     print("| " + " | ".join(row) + " |")
 print()
 print("Every run. *delivered/s*: mean of the loadgen's per-second received counts over the measured seconds "
