@@ -72,6 +72,7 @@ meta_end
 fi
 
 versions=""
+VANE_CORES="${VANE_CORES_LIST// /, then }"
 for b in $(available_brokers); do versions="$versions$(broker_version "$b");"; done
 report_args "$RATE" "$WARMUP" "$DURATION" "$LOADGEN_CORES" "$versions" "${NICE:-}"
 python3 - "$OUT_DIR" "${REPORT_ARGS[@]}" <<'PY'

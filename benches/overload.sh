@@ -13,7 +13,8 @@
 #      delivered rate (per-second timeline, measured seconds only) is at
 #      least 97% of the offered rate, and the tool sent at least 99% of its
 #      schedule. The unloaded figure U is what the broker delivered at the
-#      highest passing rate.
+#      highest passing rate (at most the offered rate: a probe's measured
+#      seconds can include catching up after a stall).
 #   2. Flood: open-loop at FLOOD_FACTOR (3) x U for FLOOD_DURATION (30s)
 #      after FLOOD_WARMUP (2s), on a fresh broker. Reported: delivered msg/s
 #      (mean of the measured seconds, and the worst second), its ratio to U
@@ -170,7 +171,9 @@ for round in $(seq 1 "$ROUNDS"); do
                 printf '%s\t%s\t%s\t0\t0\t0\t\t\t\t\n' "$broker" "$qos" "$round" >>"$OUT_DIR/floods.tsv"
                 continue
             fi
-            flood=$(python3 -c "print(int($u_got * $FLOOD_FACTOR))")
+            # U: what it delivered at that rate, but no more than was offered
+            # (a probe's measured seconds can include catching up).
+            flood=$(python3 -c "print(int(min($u_got, $u_rate) * $FLOOD_FACTOR))")
             PORT=$(free_port)
             start_broker "$broker" "$PORT" "$OUT_DIR" || continue
             tag="flood-$broker-q$qos-r$round"
@@ -231,7 +234,8 @@ for line in open(f"{out}/floods.tsv"):
     ticks_run = [t for t in r["timeline"] if t["phase"] == "running"][int(seconds(fw)) + 1:]
     worst = min((t["received_per_s"] for t in ticks_run), default=None)
     sent = steady(r, seconds(fw), "sent_per_s")
-    ratio = got / float(u_got) if got is not None and float(u_got) else None
+    unloaded = min(float(u_got), float(u_rate))
+    ratio = got / unloaded if got is not None and unloaded else None
     samples = []
     try:
         samples = [int(l.split()[1]) for l in open(f"{out}/flood-{broker}-q{qos}-r{rnd}.rss") if len(l.split()) == 2 and l.split()[1].isdigit()]
