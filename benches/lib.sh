@@ -7,7 +7,7 @@
 #              --stats-listen on a free port, and --config $VANE_CONFIG when
 #              that is set; VANE_ARGS adds options.
 #   mosquitto  $MOSQUITTO (default: mosquitto on PATH or /usr/sbin) with
-#              set_tcp_nodelay true (otherwise Nagle adds milliseconds),
+#              set_tcp_nodelay true (otherwise Nagle adds milliseconds), sys_interval 1,
 #              persistence false, and its own defaults otherwise
 #              (max_queued_messages 1000, max_inflight_messages 20);
 #              MOSQUITTO_CONF adds lines.
@@ -95,7 +95,8 @@ start_broker() {
             ;;
         mosquitto)
             {
-                printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n' "$port"
+                # $SYS every second, for broker_counters.
+                printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nsys_interval 1\n' "$port"
                 [ -n "$MOSQUITTO_CONF" ] && printf '%b\n' "$MOSQUITTO_CONF"
             } >"$dir/mosquitto.conf"
             "${pin[@]}" "$MOSQUITTO" -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
@@ -165,4 +166,22 @@ meta_end() {
 report_args() {
     if [ "${REPORT_ONLY:-0}" != 1 ]; then printf '%s\n' "$@" >"$OUT_DIR/report-args"; fi
     mapfile -t REPORT_ARGS <"$OUT_DIR/report-args"
+}
+
+# broker_counters NAME PORT: the running broker's own drop counters, one
+# line of text (Vane: vane_messages_dropped_total by cause from the stats
+# endpoint; Mosquitto: $SYS/broker/publish/messages/dropped; rumqttd: none).
+broker_counters() {
+    case "$1" in
+        vane)
+            http_get "$BROKER_STATS_PORT" /metrics 2>/dev/null | awk '
+                /^vane_messages_dropped_total\{/ { match($0, /cause="[^"]*"/); c = substr($0, RSTART + 7, RLENGTH - 8); n[c] += $NF }
+                /^vane_queued_messages\{/ { q += $NF }
+                END { s = ""; for (c in n) if (n[c] > 0) s = s c "=" n[c] " "; if (s == "") s = "none "; print "dropped: " s "(queued now " q+0 ")" }' ;;
+        mosquitto)
+            local d
+            d=$(timeout 5 mosquitto_sub -p "$2" -t '$SYS/broker/publish/messages/dropped' -C 1 -W 4 2>/dev/null || echo "?")
+            echo "\$SYS/broker/publish/messages/dropped=$d" ;;
+        *) echo "not read" ;;
+    esac
 }

@@ -54,8 +54,6 @@ OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/vane-overload.XXXXXX)}
 mkdir -p "$OUT_DIR"
 [ -x "$LOADGEN" ] || cargo build --release -q -p vane-loadgen
 BROKER_LIST=$(available_brokers)
-# Mosquitto publishes its $SYS counters every second (read at the end).
-MOSQUITTO_CONF="${MOSQUITTO_CONF:+$MOSQUITTO_CONF\n}sys_interval 1"
 
 SAMPLER_PID=""
 cleanup() {
@@ -140,22 +138,6 @@ unloaded() {
     echo "$lo $lo_got"
 }
 
-# counters BROKER: the broker's own drop counters, one line of text.
-counters() {
-    case "$1" in
-        vane)
-            http_get "$BROKER_STATS_PORT" /metrics 2>/dev/null | awk '
-                /^vane_messages_dropped_total\{/ { match($0, /cause="[^"]*"/); c = substr($0, RSTART + 7, RLENGTH - 8); n[c] += $NF }
-                /^vane_queued_messages\{/ { q += $NF }
-                END { s = ""; for (c in n) if (n[c] > 0) s = s c "=" n[c] " "; if (s == "") s = "none "; print "dropped: " s "(queued now " q+0 ")" }' ;;
-        mosquitto)
-            local d
-            d=$(timeout 5 mosquitto_sub -p "$PORT" -t '$SYS/broker/publish/messages/dropped' -C 1 -W 4 2>/dev/null || echo "?")
-            echo "\$SYS/broker/publish/messages/dropped=$d" ;;
-        *) echo "not read" ;;
-    esac
-}
-
 # REPORT_ONLY=1 with an earlier OUT_DIR prints the tables again without running.
 if [ "${REPORT_ONLY:-0}" != 1 ]; then
 meta_start
@@ -190,7 +172,7 @@ for round in $(seq 1 "$ROUNDS"); do
             say "round $round: $broker QoS $qos flood at $flood msg/s (unloaded $u_got delivered at $u_rate offered; load $load0)"
             fanin "$tag" "$qos" "$flood" "$FLOOD_WARMUP" "$FLOOD_DURATION"
             t1=$(cpu_ticks "$BROKER_PID")
-            ctr=$(counters "$broker")
+            ctr=$(broker_counters "$broker" "$PORT")
             hwm=$(hwm_kib "$BROKER_PID")
             kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
             stop_broker

@@ -70,8 +70,9 @@ for round in $(seq 1 "$ROUNDS"); do
                 $EXTRA_ARGS --json --quiet >"$OUT_DIR/$tag.json" 2>"$OUT_DIR/$tag.txt" || true
             t1=$(cpu_ticks "$BROKER_PID")
             hwm=$(hwm_kib "$BROKER_PID")
+            ctr=$(broker_counters "$broker" "$port")
             stop_broker
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$broker" "$round" "$((t1 - t0))" "$hwm" "$load0" >>"$OUT_DIR/runs.tsv"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$broker" "$round" "$((t1 - t0))" "$hwm" "$load0" "$ctr" >>"$OUT_DIR/runs.tsv"
         done
     done
 done
@@ -92,9 +93,11 @@ TARGET = {"fan-in-q0": 1.34e6, "fan-out-q0": 2.07e6, "pairs-q0": 1.61e6, "pairs-
 NAMES = {"vane": "Vane", "mosquitto": "Mosquitto", "rumqttd": "rumqttd"}
 runs = []
 for line in open(f"{out}/runs.tsv"):
-    sc, broker, rnd, ticks, hwm, load0 = line.rstrip("\n").split("\t")
+    f = line.rstrip("\n").split("\t")
+    sc, broker, rnd, ticks, hwm, load0 = f[:6]
+    ctr = f[6] if len(f) > 6 else "not read"
     r = load(f"{out}/{sc}-{broker}-{rnd}.json")
-    run = dict(sc=sc, broker=broker, round=int(rnd), load=load0, hwm=int(hwm or 0), ok=r is not None)
+    run = dict(sc=sc, broker=broker, round=int(rnd), load=load0, hwm=int(hwm or 0), ok=r is not None, ctr=ctr)
     if r:
         d, p, t = r["delivery"], r["publish"], r["tool"]
         run.update(
@@ -152,17 +155,17 @@ print("Every run. *delivered/s*: mean of the loadgen's per-second received count
       "(everything received, drain included, over the publishing time). *lost*: published but never delivered "
       "(sequence gaps per subscriber), share of the deliveries owed. CPU: percent of one core over the loadgen's whole run (connecting and drain included).")
 print()
-print("| scenario | round | broker | load avg before | delivered/s | loadgen figure | offered (sent/s) | lost | broker CPU % | loadgen CPU % | broker peak RSS | tool saturated |")
-print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| scenario | round | broker | load avg before | delivered/s | loadgen figure | offered (sent/s) | lost | broker's drop counters | broker CPU % | loadgen CPU % | broker peak RSS | tool saturated |")
+print("|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
 notes = []
 for sc in scenarios:
     for x in [x for x in runs if x["sc"] == sc]:
         if not x["ok"]:
-            print(f"| {sc} | {x['round']} | {NAMES[x['broker']]} | {x['load']} | (no result) | | | | | | | |")
+            print(f"| {sc} | {x['round']} | {NAMES[x['broker']]} | {x['load']} | (no result) | | | | {x['ctr']} | | | | |")
             continue
         lostpct = x["lost"] / x["expected"] * 100 if x["expected"] else 0
         print(f"| {sc} | {x['round']} | {NAMES[x['broker']]} | {x['load']} | {fmt_rate(x['steady'])} | {fmt_rate(x['achieved'])} | "
-              f"{fmt_rate(x['sent_steady'])} | {x['lost']:,} ({lostpct:.1f}%) | {x['bcpu']:.0f} | {x['lcpu']:.0f} | "
+              f"{fmt_rate(x['sent_steady'])} | {x['lost']:,} ({lostpct:.1f}%) | {x['ctr']} | {x['bcpu']:.0f} | {x['lcpu']:.0f} | "
               f"{x['hwm'] / 1024:.1f} MiB | {'SATURATED' if x['saturated'] else 'no'} |")
         if x["notes"]:
             notes.append(f"- {sc} / {NAMES[x['broker']]} / round {x['round']}: {x['notes']}")
