@@ -16,6 +16,7 @@
 #                             under `nice -n $NICE`, all alike (to stand out
 #                             from other work on a shared machine)
 #   REPORT_ONLY=1 reprints the tables of an earlier OUT_DIR without running
+#   QUIET_PCT, QUIET_WAIT     wait for an idle machine before each run (lib.sh)
 #   OUT_DIR                   keeps the JSON, .hgrm histograms and logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,17 +56,20 @@ for round in $(seq 1 "$ROUNDS"); do
         broker=${v%%-c*}
         if [ "$broker" = vane ]; then VANE_CORES=${v#vane-c}; fi
         port=$(free_port)
+        wait_quiet
         start_broker "$broker" "$port" "$OUT_DIR" || continue
         load0=$(loadavg)
         t0=$(cpu_ticks "$BROKER_PID")
+        s0=$(sys_busy_ticks)
         say "round $round: $v (load $load0)"
         "${prio[@]}" "$LOADGEN" pairs --publishers 1 --port "$port" --qos 0 --size 64 --rate "$RATE" \
             --cores "$LOADGEN_CORES" --warmup "$WARMUP" --duration "$DURATION" \
             --hdr-out "$OUT_DIR/$v-$round.hgrm" --json --quiet \
             >"$OUT_DIR/$v-$round.json" 2>"$OUT_DIR/$v-$round.txt" || true
         t1=$(cpu_ticks "$BROKER_PID")
+        s1=$(sys_busy_ticks)
         stop_broker
-        printf '%s\t%s\t%s\t%s\t%s\n' "$v" "$round" "$((t1 - t0))" "$load0" "$(loadavg)" >>"$OUT_DIR/runs.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$round" "$((t1 - t0))" "$load0" "$(loadavg)" "$((s1 - s0))" >>"$OUT_DIR/runs.tsv"
     done
 done
 meta_end
@@ -74,17 +78,20 @@ fi
 versions=""
 VANE_CORES="${VANE_CORES_LIST// /, then }"
 for b in $(available_brokers); do versions="$versions$(broker_version "$b");"; done
-report_args "$RATE" "$WARMUP" "$DURATION" "$LOADGEN_CORES" "$versions" "${NICE:-}"
+report_args "$RATE" "$WARMUP" "$DURATION" "$LOADGEN_CORES" "$versions" "${NICE:-}" "$(getconf CLK_TCK)"
 python3 - "$OUT_DIR" "${REPORT_ARGS[@]}" <<'PY'
 import sys
 sys.path.insert(0, "benches")
 from bench_util import load, median, header
-out, rate, warmup, duration, lcores, versions, nice = sys.argv[1:]
+out, rate, warmup, duration, lcores, versions, nice = sys.argv[1:8]
+tck = int(sys.argv[8]) if len(sys.argv) > 8 else 100
 def name(v):
     return f"Vane --cores {v[6:]}" if v.startswith("vane-c") else {"mosquitto": "Mosquitto", "rumqttd": "rumqttd"}[v]
 runs = []
 for line in open(f"{out}/runs.tsv"):
-    v, rnd, ticks, load0, load1 = line.rstrip("\n").split("\t")
+    f = line.rstrip("\n").split("\t")
+    v, rnd, ticks, load0, load1 = f[:5]
+    sysbusy = int(f[5]) if len(f) > 5 and f[5] else None
     r = load(f"{out}/{v}-{rnd}.json")
     x = dict(v=v, round=int(rnd), load0=load0, load1=load1, ok=r is not None)
     if r:
@@ -92,7 +99,9 @@ for line in open(f"{out}/runs.tsv"):
         x.update({k: lat[k] for k in ("p50_us", "p99_us", "p999_us", "max_us", "count")},
                  rate=d["achieved_rate"], lost=d["lost"] or 0, received=d["received"],
                  toollag=r["publish"]["tool_lag"]["p99_us"], saturated=r["tool"]["saturated"],
-                 notes="; ".join(r["problems"] + r["warnings"]))
+                 notes="; ".join(r["problems"] + r["warnings"]),
+                 other=(sysbusy / tck - int(ticks) / tck - r["tool"]["cpu_seconds"]) / max(r["tool"]["wall_seconds"], 1e-9) * 100
+                 if sysbusy is not None else None)
     runs.append(x)
 variants = list(dict.fromkeys(x["v"] for x in runs))
 rounds = sorted({x["round"] for x in runs})
@@ -118,16 +127,17 @@ for v in variants:
 print()
 print("Medians over the rounds, percentile by percentile. The last column compares the better Vane variant's median p99 with each peer's.")
 print()
-print("Every run (*tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency):")
+print("Every run (*tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency; *other CPU*: what everything else on the machine used during the run, percent of one CPU, when recorded):")
 print()
-print("| broker | round | load avg before | load avg after | delivered/s | samples | lost | p50 µs | p99 µs | p99.9 µs | max µs | tool lag p99 µs | tool saturated |")
-print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| broker | round | load avg before | load avg after | other CPU % | delivered/s | samples | lost | p50 µs | p99 µs | p99.9 µs | max µs | tool lag p99 µs | tool saturated |")
+print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 notes = []
 for x in runs:
     if not x["ok"]:
-        print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | (no result) | | | | | | | | |")
+        print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | | (no result) | | | | | | | | |")
         continue
-    print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | {x['rate']:,.0f} | {x['count']:,} | {x['lost']:,} | "
+    oc = "-" if x["other"] is None else f"{x['other']:.0f}"
+    print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | {oc} | {x['rate']:,.0f} | {x['count']:,} | {x['lost']:,} | "
           f"{x['p50_us']} | {x['p99_us']} | {x['p999_us']} | {x['max_us']} | {x['toollag']} | {'SATURATED' if x['saturated'] else 'no'} |")
     if x["notes"]:
         notes.append(f"- {name(x['v'])} / round {x['round']}: {x['notes']}")

@@ -185,3 +185,22 @@ broker_counters() {
         *) echo "not read" ;;
     esac
 }
+
+# Busy CPU ticks of the whole machine (all CPUs together), from /proc/stat.
+sys_busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# wait_quiet: when QUIET_PCT is set, waits (QUIET_WAIT seconds at most,
+# default 300) until the machine's busy time over one second is under
+# QUIET_PCT percent of one CPU, so that a run starts while nothing else is
+# running (it may still be disturbed later: the reports give each run's
+# "other CPU"). Called while no broker is running.
+wait_quiet() {
+    [ -z "${QUIET_PCT:-}" ] && return 0
+    local waited=0 b0 b1 tck
+    tck=$(getconf CLK_TCK)
+    while [ "$waited" -lt "${QUIET_WAIT:-300}" ]; do
+        b0=$(sys_busy_ticks); sleep 1; b1=$(sys_busy_ticks)
+        [ $(((b1 - b0) * 100 / tck)) -lt "$QUIET_PCT" ] && return 0
+        waited=$((waited + 1))
+    done
+    say "the machine was still busy after ${QUIET_WAIT:-300}s; running anyway"
+}

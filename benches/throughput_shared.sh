@@ -21,6 +21,10 @@
 # MOSQUITTO, RUMQTTD, BROKERS):
 #   ROUNDS (3), DURATION (10s), WARMUP (2s), SCENARIOS (all four above)
 #   LOADGEN_CORES (2), MQTT (5), EXTRA_ARGS (more vane-loadgen options)
+#   QUIET_PCT      when set, each run waits to start until the machine's busy
+#                  time over a second is under this percent of one CPU
+#                  (QUIET_WAIT seconds at most, default 300; benches/lib.sh)
+#   REPORT_ONLY=1  prints the tables of an earlier OUT_DIR without running
 #   OUT_DIR        keeps the loadgen JSON and broker logs (default: a temp dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,20 +63,23 @@ for round in $(seq 1 "$ROUNDS"); do
         # shellcheck disable=SC2086
         for broker in $(round_order "$round" $BROKER_LIST); do
             port=$(free_port)
+            wait_quiet
             start_broker "$broker" "$port" "$OUT_DIR" || continue
             tag="$sc-$broker-$round"
             load0=$(loadavg)
             t0=$(cpu_ticks "$BROKER_PID")
+            s0=$(sys_busy_ticks)
             say "round $round: $sc against $broker (load $load0)"
             # shellcheck disable=SC2046,SC2086
             "$LOADGEN" $(scenario_args "$sc") --port "$port" --mqtt "$MQTT" --size 64 --rate 0 \
                 --cores "$LOADGEN_CORES" --warmup "$WARMUP" --duration "$DURATION" --drain 5s \
                 $EXTRA_ARGS --json --quiet >"$OUT_DIR/$tag.json" 2>"$OUT_DIR/$tag.txt" || true
             t1=$(cpu_ticks "$BROKER_PID")
+            s1=$(sys_busy_ticks)
             hwm=$(hwm_kib "$BROKER_PID")
             ctr=$(broker_counters "$broker" "$port")
             stop_broker
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$broker" "$round" "$((t1 - t0))" "$hwm" "$load0" "$ctr" >>"$OUT_DIR/runs.tsv"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$broker" "$round" "$((t1 - t0))" "$hwm" "$load0" "$ctr" "$((s1 - s0))" >>"$OUT_DIR/runs.tsv"
         done
     done
 done
@@ -96,6 +103,7 @@ for line in open(f"{out}/runs.tsv"):
     f = line.rstrip("\n").split("\t")
     sc, broker, rnd, ticks, hwm, load0 = f[:6]
     ctr = f[6] if len(f) > 6 else "not read"
+    sysbusy = int(f[7]) if len(f) > 7 and f[7] else None
     r = load(f"{out}/{sc}-{broker}-{rnd}.json")
     run = dict(sc=sc, broker=broker, round=int(rnd), load=load0, hwm=int(hwm or 0), ok=r is not None, ctr=ctr)
     if r:
@@ -106,6 +114,10 @@ for line in open(f"{out}/runs.tsv"):
             sent_steady=steady(r, warm, "sent_per_s"),
             bcpu=int(ticks) / tck / max(t["wall_seconds"], 1e-9) * 100,
             per_cpu=d["received"] / (int(ticks) / tck) if int(ticks) else None,
+            # CPU used by everything else on the machine during the run
+            # (percent of one CPU; the busy time of all CPUs less broker and loadgen).
+            other=(sysbusy / tck - int(ticks) / tck - t["cpu_seconds"]) / max(t["wall_seconds"], 1e-9) * 100
+            if sysbusy is not None else None,
             lcpu=t["cpu_percent"] * t["cores"], saturated=t["saturated"],
             notes="; ".join(r["problems"] + r["warnings"]))
     runs.append(run)
@@ -153,19 +165,20 @@ print()
 print("Every run. *delivered/s*: mean of the loadgen's per-second received counts over the measured seconds "
       "(warm-up and the drain after publishing excluded); *loadgen figure*: its `delivery.achieved_rate` "
       "(everything received, drain included, over the publishing time). *lost*: published but never delivered "
-      "(sequence gaps per subscriber), share of the deliveries owed. CPU: percent of one core over the loadgen's whole run (connecting and drain included).")
+      "(sequence gaps per subscriber), share of the deliveries owed. CPU: percent of one core over the loadgen's whole run (connecting and drain included); "
+      "*other CPU*: what everything else on the machine used meanwhile (all CPUs' busy time less broker and loadgen).")
 print()
-print("| scenario | round | broker | load avg before | delivered/s | loadgen figure | offered (sent/s) | lost | broker's drop counters | broker CPU % | loadgen CPU % | broker peak RSS | tool saturated |")
-print("|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
+print("| scenario | round | broker | load avg before | delivered/s | loadgen figure | offered (sent/s) | lost | broker's drop counters | broker CPU % | loadgen CPU % | other CPU % | broker peak RSS | tool saturated |")
+print("|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|")
 notes = []
 for sc in scenarios:
     for x in [x for x in runs if x["sc"] == sc]:
         if not x["ok"]:
-            print(f"| {sc} | {x['round']} | {NAMES[x['broker']]} | {x['load']} | (no result) | | | | {x['ctr']} | | | | |")
+            print(f"| {sc} | {x['round']} | {NAMES[x['broker']]} | {x['load']} | (no result) | | | | {x['ctr']} | | | | | |")
             continue
         lostpct = x["lost"] / x["expected"] * 100 if x["expected"] else 0
         print(f"| {sc} | {x['round']} | {NAMES[x['broker']]} | {x['load']} | {fmt_rate(x['steady'])} | {fmt_rate(x['achieved'])} | "
-              f"{fmt_rate(x['sent_steady'])} | {x['lost']:,} ({lostpct:.1f}%) | {x['ctr']} | {x['bcpu']:.0f} | {x['lcpu']:.0f} | "
+              f"{fmt_rate(x['sent_steady'])} | {x['lost']:,} ({lostpct:.1f}%) | {x['ctr']} | {x['bcpu']:.0f} | {x['lcpu']:.0f} | {'-' if x['other'] is None else format(x['other'], '.0f')} | "
               f"{x['hwm'] / 1024:.1f} MiB | {'SATURATED' if x['saturated'] else 'no'} |")
         if x["notes"]:
             notes.append(f"- {sc} / {NAMES[x['broker']]} / round {x['round']}: {x['notes']}")
