@@ -61,6 +61,7 @@ for round in $(seq 1 "$ROUNDS"); do
         load0=$(loadavg)
         t0=$(cpu_ticks "$BROKER_PID")
         s0=$(sys_busy_ticks)
+        p0=$(cpu_pressure_us)
         say "round $round: $v (load $load0)"
         "${prio[@]}" "$LOADGEN" pairs --publishers 1 --port "$port" --qos 0 --size 64 --rate "$RATE" \
             --cores "$LOADGEN_CORES" --warmup "$WARMUP" --duration "$DURATION" \
@@ -68,8 +69,9 @@ for round in $(seq 1 "$ROUNDS"); do
             >"$OUT_DIR/$v-$round.json" 2>"$OUT_DIR/$v-$round.txt" || true
         t1=$(cpu_ticks "$BROKER_PID")
         s1=$(sys_busy_ticks)
+        p1=$(cpu_pressure_us)
         stop_broker
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$round" "$((t1 - t0))" "$load0" "$(loadavg)" "$((s1 - s0))" >>"$OUT_DIR/runs.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$round" "$((t1 - t0))" "$load0" "$(loadavg)" "$((s1 - s0))" "$((p1 - p0))" >>"$OUT_DIR/runs.tsv"
     done
 done
 meta_end
@@ -92,6 +94,7 @@ for line in open(f"{out}/runs.tsv"):
     f = line.rstrip("\n").split("\t")
     v, rnd, ticks, load0, load1 = f[:5]
     sysbusy = int(f[5]) if len(f) > 5 and f[5] else None
+    psi = int(f[6]) if len(f) > 6 and f[6] else None
     r = load(f"{out}/{v}-{rnd}.json")
     x = dict(v=v, round=int(rnd), load0=load0, load1=load1, ok=r is not None)
     if r:
@@ -101,7 +104,8 @@ for line in open(f"{out}/runs.tsv"):
                  toollag=r["publish"]["tool_lag"]["p99_us"], saturated=r["tool"]["saturated"],
                  notes="; ".join(r["problems"] + r["warnings"]),
                  other=(sysbusy / tck - int(ticks) / tck - r["tool"]["cpu_seconds"]) / max(r["tool"]["wall_seconds"], 1e-9) * 100
-                 if sysbusy is not None else None)
+                 if sysbusy is not None else None,
+                 psi=psi / 1e6 / max(r["tool"]["wall_seconds"], 1e-9) * 100 if psi is not None else None)
     runs.append(x)
 variants = list(dict.fromkeys(x["v"] for x in runs))
 rounds = sorted({x["round"] for x in runs})
@@ -127,17 +131,18 @@ for v in variants:
 print()
 print("Medians over the rounds, percentile by percentile. The last column compares the better Vane variant's median p99 with each peer's.")
 print()
-print("Every run (*tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency; *other CPU*: what everything else on the machine used during the run, percent of one CPU, when recorded):")
+print("Every run (*tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency; *other CPU*: what everything else on the machine used during the run, percent of one CPU; *CPU pressure*: share of the run's time in which some runnable task waited for a CPU (/proc/pressure/cpu), when recorded):")
 print()
-print("| broker | round | load avg before | load avg after | other CPU % | delivered/s | samples | lost | p50 µs | p99 µs | p99.9 µs | max µs | tool lag p99 µs | tool saturated |")
-print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| broker | round | load avg before | load avg after | other CPU % | CPU pressure % | delivered/s | samples | lost | p50 µs | p99 µs | p99.9 µs | max µs | tool lag p99 µs | tool saturated |")
+print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 notes = []
 for x in runs:
     if not x["ok"]:
-        print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | | (no result) | | | | | | | | |")
+        print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | | | (no result) | | | | | | | | |")
         continue
     oc = "-" if x["other"] is None else f"{x['other']:.0f}"
-    print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | {oc} | {x['rate']:,.0f} | {x['count']:,} | {x['lost']:,} | "
+    ps = "-" if x["psi"] is None else f"{x['psi']:.0f}"
+    print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | {oc} | {ps} | {x['rate']:,.0f} | {x['count']:,} | {x['lost']:,} | "
           f"{x['p50_us']} | {x['p99_us']} | {x['p999_us']} | {x['max_us']} | {x['toollag']} | {'SATURATED' if x['saturated'] else 'no'} |")
     if x["notes"]:
         notes.append(f"- {name(x['v'])} / round {x['round']}: {x['notes']}")

@@ -186,8 +186,19 @@ broker_counters() {
     esac
 }
 
-# Busy CPU ticks of the whole machine (all CPUs together), from /proc/stat.
-sys_busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# Busy CPU time of the whole machine so far, in ticks (all CPUs together):
+# uptime times the CPU count less idle and iowait from /proc/stat. Idle time
+# is accounted exactly (tickless idle); /proc/stat's user and system fields
+# are sampled per tick and undercount short bursts, so they are not used.
+sys_busy_ticks() {
+    awk -v tck="$(getconf CLK_TCK)" -v n="$(nproc)" '
+        FILENAME == "/proc/uptime" { up = $1 }
+        FILENAME == "/proc/stat" && /^cpu / { idle = $5 + $6 }
+        END { printf "%d\n", up * tck * n - idle }' /proc/uptime /proc/stat
+}
+# CPU pressure so far: microseconds in which some runnable task waited for a
+# CPU (/proc/pressure/cpu "some" total; 0 where PSI is off).
+cpu_pressure_us() { awk '/^some/ { sub("total=", "", $5); print $5 }' /proc/pressure/cpu 2>/dev/null || echo 0; }
 # wait_quiet: when QUIET_PCT is set, waits (QUIET_WAIT seconds at most,
 # default 300) until the machine's busy time over one second is under
 # QUIET_PCT percent of one CPU, so that a run starts while nothing else is
