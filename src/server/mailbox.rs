@@ -13,6 +13,7 @@
 //! does on arrival (the core's dispatcher).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::task::Waker;
 
 use crate::broker::message::{Message, SessionKey, SubscriptionEntry};
@@ -103,7 +104,7 @@ pub enum CoreMsg {
 /// The messages waiting to go to one peer core.
 #[derive(Default)]
 pub struct Outbox {
-    pending: RefCell<Vec<CoreMsg>>,
+    pending: RefCell<VecDeque<CoreMsg>>,
     /// Wakes the peer's sender task.
     pub ready: Notify,
     /// Set while the mesh channel to this peer is full and the outbox is
@@ -114,11 +115,15 @@ pub struct Outbox {
 
 /// Above this many queued messages for one peer, publishers stop reading.
 pub const OUTBOX_HIGH_WATER: usize = 8192;
+/// The most messages one batch carries, so that a full mesh channel
+/// (`executor.mailbox_capacity` batches) holds a bounded number of
+/// messages, not `capacity` whole outboxes.
+pub const MAX_BATCH: usize = 512;
 
 impl Outbox {
     pub fn push(&self, msg: CoreMsg) {
         let mut pending = self.pending.borrow_mut();
-        pending.push(msg);
+        pending.push_back(msg);
         if pending.len() == 1 {
             self.ready.notify();
         }
@@ -127,9 +132,12 @@ impl Outbox {
         }
     }
 
-    /// Takes everything queued, as one batch.
+    /// Takes the oldest queued messages, at most [`MAX_BATCH`], as one
+    /// batch (FIFO: the rest go in the next ones).
     pub fn take_batch(&self) -> Vec<CoreMsg> {
-        std::mem::take(&mut *self.pending.borrow_mut())
+        let mut pending = self.pending.borrow_mut();
+        let n = pending.len().min(MAX_BATCH);
+        pending.drain(..n).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -161,5 +169,48 @@ impl Outbox {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(ticket: u64) -> CoreMsg {
+        CoreMsg::Release {
+            client_id: MqttStr::try_from("c").unwrap(),
+            owner: Claimant { core: 0, ticket },
+        }
+    }
+
+    fn tickets(batch: &[CoreMsg]) -> Vec<u64> {
+        batch
+            .iter()
+            .map(|msg| match msg {
+                CoreMsg::Release { owner, .. } => owner.ticket,
+                _ => unreachable!("only releases were pushed"),
+            })
+            .collect()
+    }
+
+    /// A batch carries at most MAX_BATCH messages, oldest first, and the
+    /// batches together carry everything in order.
+    #[test]
+    fn batches_are_capped_and_keep_fifo_order() {
+        let outbox = Outbox::default();
+        let total = 2 * MAX_BATCH + 3;
+        for ticket in 0..total as u64 {
+            outbox.push(release(ticket));
+        }
+        let mut seen = Vec::new();
+        loop {
+            let batch = outbox.take_batch();
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= MAX_BATCH);
+            seen.extend(tickets(&batch));
+        }
+        assert_eq!(seen, (0..total as u64).collect::<Vec<_>>());
     }
 }
