@@ -752,7 +752,7 @@ fn connect_level(input: &[u8]) -> Option<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::broker::session::SessionLimits;
     use crate::codec::{
@@ -784,7 +784,10 @@ mod tests {
 
     /// Drives a connection through CONNECT and accept; returns it with its
     /// session and the CONNACK it wrote.
-    fn connected(connect: Connect, now: Instant) -> (Connection, SessionState, Vec<Packet>) {
+    pub(crate) fn connected(
+        connect: Connect,
+        now: Instant,
+    ) -> (Connection, SessionState, Vec<Packet>) {
         let version = connect.protocol;
         let mut conn = Connection::new(ConnectionLimits::default(), now);
         let mut out = BytesMut::new();

@@ -214,15 +214,17 @@ impl Core {
     /// it is served, a new task if it is parked.
     pub fn wake(&self, link: &ConnLink) {
         link.notify.notify();
-        if let Some(id) = link.parked.take() {
-            self.resume_parked(id);
-        }
+        self.resume_if_parked(link);
     }
 
     /// Closes a connection with `reason` (takeover, shutdown), resuming
     /// it first if it is parked.
     pub fn kill(&self, link: &ConnLink, reason: DisconnectReasonCode) {
         link.kill(reason);
+        self.resume_if_parked(link);
+    }
+
+    fn resume_if_parked(&self, link: &ConnLink) {
         if let Some(id) = link.parked.take() {
             self.resume_parked(id);
         }
@@ -635,19 +637,20 @@ impl Core {
         let Some(slot) = sessions.get_mut(key) else {
             return;
         };
+        // A QoS 1/2 message for a subscriber that is reading is never
+        // dropped for a full queue: it was acknowledged to its publisher.
+        // Back-pressure bounds that queue instead (this core stops taking
+        // batches, its peers' publishers stop reading). The configured
+        // bound and drop policy apply to QoS 0, to slow consumers and to
+        // offline sessions.
+        let reading = slot.link.as_ref().is_some_and(|link| !link.is_slow());
+        let bound = if unbounded || (reading && plan.qos != QoS::AtMostOnce) {
+            QueueBound::Unbounded
+        } else {
+            QueueBound::Configured
+        };
         match &slot.link {
             Some(link) => {
-                // A QoS 1/2 message for a subscriber that is reading is
-                // never dropped for a full queue: it was acknowledged to its
-                // publisher. Back-pressure bounds that queue instead (this
-                // core stops taking batches, its peers' publishers stop
-                // reading). The configured bound and drop policy apply to
-                // QoS 0, to slow consumers and to offline sessions.
-                let bound = if unbounded || (plan.qos != QoS::AtMostOnce && !link.is_slow()) {
-                    QueueBound::Unbounded
-                } else {
-                    QueueBound::Configured
-                };
                 // Retained messages sent on subscribe are not latency samples.
                 let sample = !plan.retain && self.telemetry.sampling();
                 let mut out = link.out.borrow_mut();
@@ -668,11 +671,6 @@ impl Core {
                 }
             }
             None => {
-                let bound = if unbounded {
-                    QueueBound::Unbounded
-                } else {
-                    QueueBound::Configured
-                };
                 slot.state
                     .deliver(message, plan, now, &mut BytesMut::new(), bound);
             }

@@ -350,31 +350,12 @@ mod tests {
     /// session yet has no keepalive and is never due. Simulated time.
     #[test]
     fn only_expired_keepalives_are_due() {
-        use crate::broker::connection::{Event, Received};
-        use crate::broker::message::SessionKey;
-        use crate::broker::session::{SessionLimits, SessionState};
-        use crate::codec::{ClientId, Connect, Packet, ProtocolVersion};
-        use bytes::BytesMut;
+        use crate::broker::connection::tests::connected;
+        use crate::codec::{ClientId, Connect, ProtocolVersion};
 
         let t0 = Instant::now();
-        let mut conn = Connection::new(ConnectionLimits::default(), t0);
         let connect = Connect::new(ProtocolVersion::V5, ClientId::try_from("k").unwrap(), 10);
-        let mut input = BytesMut::new();
-        Packet::Connect(Box::new(connect))
-            .encode(ProtocolVersion::V5, &mut input)
-            .unwrap();
-        let mut out = BytesMut::new();
-        let Received::Event(Event::Connect(request)) = conn.receive(&mut input, None, t0, &mut out)
-        else {
-            panic!("CONNECT did not produce a Connect event");
-        };
-        let mut session = SessionState::new(SessionLimits::default());
-        let key = SessionKey {
-            core: 0,
-            slot: 0,
-            generation: 0,
-        };
-        conn.accept(*request, &mut session, false, key, t0, &mut out);
+        let (conn, _session, _connack) = connected(connect, t0);
 
         let mut lot = ParkingLot::new();
         let (ours, _theirs) = UnixStream::pair().unwrap();
