@@ -29,7 +29,7 @@ use crate::codec::{
 
 use super::core::Core;
 use super::parking::Parked;
-use super::sessions::ConnLink;
+use super::sessions::{ConnLink, Presence};
 
 /// Bytes read from the socket per read call, into the core's scratch
 /// buffer.
@@ -83,7 +83,7 @@ pub fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) -> impl Future
 }
 
 /// Serves a parked connection again, from where it left off.
-pub fn resume(core: Rc<Core>, parked: Parked) -> impl Future<Output = ()> {
+pub fn resume(core: Rc<Core>, parked: Parked, link: Rc<ConnLink>) -> impl Future<Output = ()> {
     use std::os::fd::{FromRawFd, IntoRawFd};
     // SAFETY: the descriptor is a connected TCP socket the lot owned;
     // ownership moves to the stream.
@@ -97,7 +97,7 @@ pub fn resume(core: Rc<Core>, parked: Parked) -> impl Future<Output = ()> {
     });
     let task = ConnTask {
         conn: parked.conn,
-        link: parked.link,
+        link,
         input: BytesMut::new(),
         peer,
         // Only a connection that has sent CONNECT parks, so the connect
@@ -130,21 +130,29 @@ fn park(core: &Rc<Core>, stream: TcpStream, task: ConnTask) {
         return;
     }
     drop(stream);
-    task.link.release_buffers();
     // SAFETY: `fd` is a new descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let link = task.link.clone();
+    let key = task.conn.session_key;
     let parked = Parked {
         fd,
         conn: task.conn,
-        link: task.link,
+        link: None,
     };
     let result = core.parking.borrow_mut().park(parked);
     match result {
-        Ok(id) => link.parked.set(Some(id)),
+        Ok(id) => {
+            // The session forgets the link: nothing of the connection's
+            // own stays on the heap while it is idle.
+            let mut sessions = core.sessions.borrow_mut();
+            if let Some(slot) = key.and_then(|key| sessions.get_mut(key)) {
+                slot.presence = Presence::Parked(id);
+            }
+            drop(sessions);
+            task.link.release_buffers();
+        }
         Err((parked, error)) => {
             tracing::debug!(core = core.id, %error, "cannot park an idle connection");
-            glommio::spawn_local(resume(core.clone(), parked)).detach();
+            glommio::spawn_local(resume(core.clone(), parked, task.link)).detach();
         }
     }
 }

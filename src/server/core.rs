@@ -62,7 +62,7 @@ use crate::codec::{
 use super::mailbox::{Claimant, CoreMsg, Outbox, SessionTransfer};
 use super::notify::Notify;
 use super::parking::ParkingLot;
-use super::sessions::{ConnLink, Marks, SessionSlot, Sessions};
+use super::sessions::{ConnLink, Marks, Presence, SessionSlot, Sessions};
 use super::stats::CoreStats;
 
 /// How long a subscriber may take to drain below the back-pressure mark
@@ -210,24 +210,51 @@ impl Core {
         }
     }
 
-    /// Wakes a connection to write what its session now has: its task if
-    /// it is served, a new task if it is parked.
+    /// Wakes a served connection to write what its session now has.
     pub fn wake(&self, link: &ConnLink) {
         link.notify.notify();
-        self.resume_if_parked(link);
     }
 
-    /// Closes a connection with `reason` (takeover, shutdown), resuming
-    /// it first if it is parked.
+    /// Closes a served connection with `reason` (takeover, shutdown).
     pub fn kill(&self, link: &ConnLink, reason: DisconnectReasonCode) {
         link.kill(reason);
-        self.resume_if_parked(link);
     }
 
-    fn resume_if_parked(&self, link: &ConnLink) {
-        if let Some(id) = link.parked.take() {
-            self.resume_parked(id);
+    /// Gives the session's connection a link if it is parked, resuming it,
+    /// and returns the link (`None` when the session is offline).
+    fn live_link<'s>(&self, slot: &'s mut SessionSlot) -> Option<&'s Rc<ConnLink>> {
+        if let Presence::Parked(id) = slot.presence {
+            // The lot hands this link to the task that resumes the
+            // connection, even if the slot is gone by then (a takeover
+            // removes it and kills the connection through the link).
+            let link = Rc::new(ConnLink::default());
+            if self.parking.borrow_mut().attach(id, link.clone()) {
+                self.resume_parked(id);
+            }
+            slot.presence = Presence::Live(link);
         }
+        slot.link()
+    }
+
+    /// The link a connection taken out of the parking lot is served with:
+    /// the one a delivery or kill made for it, or a new one its session
+    /// now writes to.
+    pub fn link_for_resumed(&self, parked: &super::parking::Parked) -> Rc<ConnLink> {
+        if let Some(link) = &parked.link {
+            return link.clone();
+        }
+        let link = Rc::new(ConnLink::default());
+        let mut sessions = self.sessions.borrow_mut();
+        if let Some(slot) = parked
+            .conn
+            .session_key
+            .and_then(|key| sessions.get_mut(key))
+        {
+            if matches!(slot.presence, Presence::Parked(_)) {
+                slot.presence = Presence::Live(link.clone());
+            }
+        }
+        link
     }
 
     /// Serves a parked connection again, in a new task, soon. Stale ids
@@ -643,13 +670,14 @@ impl Core {
         // batches, its peers' publishers stop reading). The configured
         // bound and drop policy apply to QoS 0, to slow consumers and to
         // offline sessions.
-        let reading = slot.link.as_ref().is_some_and(|link| !link.is_slow());
+        let link = self.live_link(slot).cloned();
+        let reading = link.as_ref().is_some_and(|link| !link.is_slow());
         let bound = if unbounded || (reading && plan.qos != QoS::AtMostOnce) {
             QueueBound::Unbounded
         } else {
             QueueBound::Configured
         };
-        match &slot.link {
+        match &link {
             Some(link) => {
                 // Retained messages sent on subscribe are not latency samples.
                 let sample = !plan.retain && self.telemetry.sampling();
@@ -842,8 +870,8 @@ impl Core {
                 .insert(client_id.clone(), (claimant, clean_start));
             return;
         }
-        let session = slot.map(|(key, slot)| {
-            if let Some(link) = &slot.link {
+        let session = slot.map(|(key, mut slot)| {
+            if let Some(link) = self.live_link(&mut slot) {
                 // [MQTT-3.1.4-3]: the existing connection is closed, 5.0
                 // clients with DISCONNECT 0x8E.
                 link.session_ended.set(clean_start);
@@ -979,7 +1007,7 @@ impl Core {
             client_id: client_id.clone(),
             owner,
             state,
-            link: Some(link),
+            presence: Presence::Live(link),
             expiry: 0,
             offline_since: None,
             pending_will: None,
@@ -1005,8 +1033,13 @@ impl Core {
 
     /// Kills every live connection with `reason` (shutdown).
     pub fn kill_all(&self, reason: DisconnectReasonCode) {
-        for link in self.sessions.borrow().live_links() {
-            self.kill(&link, reason);
+        let mut sessions = self.sessions.borrow_mut();
+        for key in sessions.online_keys() {
+            if let Some(slot) = sessions.get_mut(key) {
+                if let Some(link) = self.live_link(slot) {
+                    self.kill(link, reason);
+                }
+            }
         }
     }
 }

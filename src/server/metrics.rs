@@ -409,7 +409,7 @@ pub fn refresh_gauges(core: &Core) {
     {
         let mut sessions = core.sessions.borrow_mut();
         sessions.for_each_mut(|slot| {
-            if slot.link.is_some() {
+            if slot.is_online() {
                 online += 1;
             } else {
                 offline += 1;

@@ -70,7 +70,9 @@ impl ParkId {
 pub struct Parked {
     pub fd: OwnedFd,
     pub conn: Connection,
-    pub link: Rc<ConnLink>,
+    /// The link made for it while it waits to be resumed (a delivery or a
+    /// kill came first); `None` while it is idle.
+    pub link: Option<Rc<ConnLink>>,
 }
 
 struct Slot {
@@ -159,6 +161,21 @@ impl ParkingLot {
         self.slots[index as usize].parked = Some(parked);
         self.len += 1;
         Ok(id)
+    }
+
+    /// Gives a parked connection the link its session now writes to, for
+    /// the task that resumes it. False for a stale id.
+    pub fn attach(&mut self, id: ParkId, link: Rc<ConnLink>) -> bool {
+        match self.slots.get_mut(id.index as usize) {
+            Some(slot) if slot.generation == id.generation => match &mut slot.parked {
+                Some(parked) => {
+                    parked.link = Some(link);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
     }
 
     /// Takes a parked connection out (to resume it); `None` for a stale id.
@@ -286,8 +303,8 @@ pub async fn resume_queued(core: Rc<Core>) {
         for id in ids {
             let parked = core.parking.borrow_mut().take(id);
             if let Some(parked) = parked {
-                parked.link.parked.set(None);
-                glommio::spawn_local(super::conn::resume(core.clone(), parked)).detach();
+                let link = core.link_for_resumed(&parked);
+                glommio::spawn_local(super::conn::resume(core.clone(), parked, link)).detach();
             }
         }
     }
@@ -304,7 +321,7 @@ mod tests {
         Parked {
             fd,
             conn: Connection::new(ConnectionLimits::default(), Instant::now()),
-            link: Rc::default(),
+            link: None,
         }
     }
 
@@ -329,6 +346,20 @@ mod tests {
         let reused = lot.park(parked(OwnedFd::from(again))).ok().unwrap();
         assert_ne!(reused, id);
         assert_eq!(lot.len(), 1);
+    }
+
+    /// A parked connection is kept without a link; one attached to it (by
+    /// a delivery or a kill) comes out with it, and a stale id takes none.
+    #[test]
+    fn an_attached_link_comes_out_with_the_connection() {
+        let mut lot = ParkingLot::new();
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let id = lot.park(parked(OwnedFd::from(ours))).ok().unwrap();
+        let link = Rc::new(ConnLink::default());
+        assert!(lot.attach(id, link.clone()));
+        let taken = lot.take(id).unwrap();
+        assert!(Rc::ptr_eq(taken.link.as_ref().unwrap(), &link));
+        assert!(!lot.attach(id, link), "a taken id is stale");
     }
 
     /// A peer closing its end wakes the parked connection (so its will is
@@ -363,7 +394,7 @@ mod tests {
             .park(Parked {
                 fd: OwnedFd::from(ours),
                 conn,
-                link: Rc::default(),
+                link: None,
             })
             .ok()
             .unwrap();

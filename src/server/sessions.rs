@@ -43,8 +43,6 @@ pub struct ConnLink {
     drain_waiters: RefCell<Vec<std::task::Waker>>,
     /// When the messages now in `out` were received: latency samples.
     pub stamps: super::metrics::LatencyStamps,
-    /// Where the connection waits while it is parked (see `parking.rs`).
-    pub parked: Cell<Option<ParkId>>,
     /// Bytes written to the client so far: whether a consumer over its
     /// mark is still reading (see `Core::wait_for_consumers`).
     written: Cell<u64>,
@@ -142,12 +140,24 @@ pub struct Marks {
     pub queued: usize,
 }
 
+/// Whether, and how, a session's client is connected.
+pub enum Presence {
+    /// No connection: the session is offline.
+    Offline,
+    /// Served by a task (or queued to be resumed by one), through this link.
+    Live(Rc<ConnLink>),
+    /// Parked while idle (see `parking.rs`). No link is kept, so an idle
+    /// connection holds no heap allocation of its own: the first delivery
+    /// or kill makes one (`Core::live_link`) and resumes the task.
+    Parked(ParkId),
+}
+
 pub struct SessionSlot {
     pub client_id: MqttStr,
     /// The claim that owns the client id, for `Release`.
     pub owner: Claimant,
     pub state: SessionState,
-    pub link: Option<Rc<ConnLink>>,
+    pub presence: Presence,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub expiry: u32,
     pub offline_since: Option<Instant>,
@@ -157,6 +167,19 @@ pub struct SessionSlot {
 }
 
 impl SessionSlot {
+    /// Whether a connection (served or parked) holds the session.
+    pub fn is_online(&self) -> bool {
+        !matches!(self.presence, Presence::Offline)
+    }
+
+    /// The link of a served connection.
+    pub fn link(&self) -> Option<&Rc<ConnLink>> {
+        match &self.presence {
+            Presence::Live(link) => Some(link),
+            _ => None,
+        }
+    }
+
     fn expires_at(&self) -> Option<Instant> {
         if self.expiry == u32::MAX {
             return None;
@@ -203,7 +226,7 @@ impl Sessions {
     }
 
     pub fn insert(&mut self, slot: SessionSlot) -> SessionKey {
-        let offline = slot.link.is_none();
+        let offline = !slot.is_online();
         if !offline {
             self.online += 1;
         }
@@ -247,7 +270,7 @@ impl Sessions {
         self.generations[key.slot as usize] = self.generations[key.slot as usize].wrapping_add(1);
         self.free.push(key.slot);
         self.by_client.remove(&slot.client_id);
-        if slot.link.is_some() {
+        if slot.is_online() {
             self.online -= 1;
         }
         Some(slot)
@@ -266,7 +289,10 @@ impl Sessions {
     /// Marks a session's connection gone.
     pub fn detach(&mut self, key: SessionKey, now: Instant) {
         if let Some(slot) = self.get_mut(key) {
-            if slot.link.take().is_some() {
+            if !matches!(
+                std::mem::replace(&mut slot.presence, Presence::Offline),
+                Presence::Offline
+            ) {
                 slot.state.detach();
                 slot.offline_since = Some(now);
                 self.online -= 1;
@@ -288,7 +314,7 @@ impl Sessions {
         self.valid(key)
             && self.slots[key.slot as usize]
                 .as_ref()
-                .is_some_and(|slot| slot.link.is_none())
+                .is_some_and(|slot| !slot.is_online())
     }
 
     /// The session offline longest, if more than `limit` sessions are
@@ -312,7 +338,7 @@ impl Sessions {
         let mut wills = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
-            if slot.link.is_some() {
+            if slot.is_online() {
                 continue;
             }
             if slot.pending_will.as_ref().is_some_and(|due| due.1 <= now) {
@@ -336,11 +362,17 @@ impl Sessions {
         }
     }
 
-    pub fn live_links(&self) -> Vec<Rc<ConnLink>> {
+    /// The sessions a connection holds, served or parked.
+    pub fn online_keys(&self) -> Vec<SessionKey> {
         self.slots
             .iter()
-            .flatten()
-            .filter_map(|slot| slot.link.clone())
+            .enumerate()
+            .filter(|(_, slot)| slot.as_ref().is_some_and(SessionSlot::is_online))
+            .map(|(index, _)| SessionKey {
+                core: self.core,
+                slot: index as u32,
+                generation: self.generations[index],
+            })
             .collect()
     }
 }
@@ -357,7 +389,7 @@ mod tests {
             client_id: MqttStr::try_from(id).unwrap(),
             owner: Claimant { core: 0, ticket: 1 },
             state: SessionState::new(SessionLimits::default()),
-            link,
+            presence: link.map_or(Presence::Offline, Presence::Live),
             expiry,
             offline_since: None,
             pending_will: None,
