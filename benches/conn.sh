@@ -4,6 +4,11 @@
 # source-address ranges) to show that several processes can share one run.
 # Prints each broker's resident memory before and with the connections
 # held, memory per connection, and each loadgen's connect rate.
+# Two figures per broker: "held" is the RSS halfway through the hold, when
+# every connection has been idle for seconds (what an idle connection
+# costs); "peak" is the highest RSS seen, which for Vane includes the
+# connections still active during the connect ramp (they park after
+# executor.park_idle_after_ms).
 #   N=9500 per loadgen process (default; two processes), RATE=4000/s each.
 #   VANE_CONFIG=file.toml starts Vane with that configuration (for example
 #   another executor.park_idle_after_ms).
@@ -29,28 +34,33 @@ run_broker() {
   $LG conn --port "$port" -n "$N" --connect-rate "$RATE" --duration "$HOLD" --warmup 0s --cores 1 \
       --source 127.0.0.10-127.0.0.17 --client-id-prefix lgB --id-offset "$N" --quiet --json >"$b" 2>/dev/null &
   local pb=$!
-  # Sample the broker's memory while both processes hold their connections.
-  local peak=0 fds=0
+  # Sample the broker's memory while both processes hold their connections:
+  # the peak, and the sample nearest the middle of the hold (the ramp
+  # takes N/RATE seconds, then each loadgen holds for HOLD).
+  local peak=0 fds=0 held=0 start; start=$(date +%s%N)
+  local mid_ms; mid_ms=$(python3 -c "print(int(1000 * ($N / $RATE + ${HOLD%s} / 2)))")
   while kill -0 $pa 2>/dev/null || kill -0 $pb 2>/dev/null; do
     local r; r=$(rss_kib "$pid"); [ "$r" -gt "$peak" ] && peak=$r
+    local now_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    [ "$now_ms" -le "$mid_ms" ] && held=$r
     local f; f=$(ls /proc/$pid/fd | wc -l); [ "$f" -gt "$fds" ] && fds=$f
-    sleep 0.5
+    sleep 0.25
   done
   wait $pa || true; wait $pb || true
-  python3 - "$name" "$before" "$peak" "$fds" "$a" "$b" <<'PY'
+  python3 - "$name" "$before" "$held" "$peak" "$fds" "$a" "$b" <<'PY'
 import json, sys
-name, before, peak, fds, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+name, before, held, peak, fds, a, b = sys.argv[1], *map(int, sys.argv[2:6]), sys.argv[6], sys.argv[7]
 ra, rb = json.load(open(a)), json.load(open(b))
 est = ra["connections"]["established"] + rb["connections"]["established"]
 failed = ra["connections"]["failed"] + rb["connections"]["failed"]
 rate = ra["connections"]["achieved_rate"] + rb["connections"]["achieved_rate"]
-per = (peak - before) * 1024 / max(est, 1)
-print(f"| {name} | {est} ({failed} failed) | {fds} | {before/1024:.1f} MiB | {peak/1024:.1f} MiB | {per:,.0f} B | {rate:,.0f}/s |")
+per = lambda rss: (rss - before) * 1024 / max(est, 1)
+print(f"| {name} | {est} ({failed} failed) | {fds} | {before/1024:.1f} MiB | {held/1024:.1f} MiB | {per(held):,.0f} B | {peak/1024:.1f} MiB | {per(peak):,.0f} B | {rate:,.0f}/s |")
 PY
 }
 
-echo "| broker | connections held (failed) | broker open fds | RSS before | RSS held | RSS per connection | connect rate (2 processes) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| broker | connections held (failed) | broker open fds | RSS before | RSS held (mid-hold) | per idle connection | RSS peak | per connection at peak | connect rate (2 processes) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 port=$(free_port)
 target/release/vane ${VANE_CONFIG:+--config "$VANE_CONFIG"} --listen 127.0.0.1:$port --cores 2 --stats-listen 127.0.0.1:$(free_port) >/dev/null 2>&1 &
 vp=$!; run_broker "Vane (2 cores)" "$port" "$vp"; kill $vp; wait $vp 2>/dev/null || true

@@ -8,7 +8,7 @@
 //! socket, timers, routing, or subscriptions (the runtime keeps those in the
 //! trie replicas and in [`SessionState::subscriptions`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
 use std::time::Instant;
 
@@ -103,25 +103,47 @@ pub enum AckError {
     UnknownPacketId(u16),
 }
 
-/// Counters of what this session dropped, drained by the runtime.
+/// Counters of what this session dropped, drained by the runtime after
+/// every delivery and every stats tick, so 32 bits (saturating) are ample
+/// and keep a session small.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounts {
-    pub queue_full: u64,
-    pub expired: u64,
-    pub too_large: u64,
-    pub slow_consumer: u64,
-    pub offline: u64,
+    pub queue_full: u32,
+    pub expired: u32,
+    pub too_large: u32,
+    pub slow_consumer: u32,
+    pub offline: u32,
 }
 
 impl DropCounts {
     fn count(&mut self, reason: DropReason) {
-        match reason {
-            DropReason::QueueFull => self.queue_full += 1,
-            DropReason::Expired => self.expired += 1,
-            DropReason::TooLarge => self.too_large += 1,
-            DropReason::SlowConsumer => self.slow_consumer += 1,
-            DropReason::Offline => self.offline += 1,
-        }
+        self.add(reason, 1);
+    }
+
+    fn add(&mut self, reason: DropReason, n: u32) {
+        let counter = match reason {
+            DropReason::QueueFull => &mut self.queue_full,
+            DropReason::Expired => &mut self.expired,
+            DropReason::TooLarge => &mut self.too_large,
+            DropReason::SlowConsumer => &mut self.slow_consumer,
+            DropReason::Offline => &mut self.offline,
+        };
+        *counter = counter.saturating_add(n);
+    }
+}
+
+/// Builds ahash hashers from one random seed per process: no per-map seed
+/// to store (a session's subscription map is 32 bytes smaller), yet keys
+/// a client chooses cannot be aimed at collisions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessSeeded;
+
+impl std::hash::BuildHasher for ProcessSeeded {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> ahash::AHasher {
+        static SEED: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+        SEED.get_or_init(ahash::RandomState::new).build_hasher()
     }
 }
 
@@ -174,7 +196,7 @@ pub struct SessionState {
     inbound_qos2: FixedHashSet<u16>,
     /// The session's subscriptions, so they survive a reconnect and can be
     /// re-registered when the session moves between cores.
-    pub subscriptions: AHashMap<TopicFilter, SubscriptionEntry>,
+    pub subscriptions: HashMap<TopicFilter, SubscriptionEntry, ProcessSeeded>,
     pub drops: DropCounts,
     /// Outbound Topic Aliases this connection's client knows (5.0
     /// §3.3.2.3.4). They live as long as the network connection
@@ -192,7 +214,7 @@ impl SessionState {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             inbound_qos2: FixedHashSet::default(),
-            subscriptions: AHashMap::new(),
+            subscriptions: HashMap::default(),
             drops: DropCounts::default(),
             out_aliases: None,
         }
@@ -268,7 +290,8 @@ impl SessionState {
         if !self.limits.queue_qos0_offline {
             let before = self.queue.len();
             self.queue.retain(|p| p.plan.qos != QoS::AtMostOnce);
-            self.drops.offline += (before - self.queue.len()) as u64;
+            let dropped = u32::try_from(before - self.queue.len()).unwrap_or(u32::MAX);
+            self.drops.add(DropReason::Offline, dropped);
         }
     }
 

@@ -172,7 +172,7 @@ pub struct ExecutorSettings {
     pub pin: bool,
     /// Milliseconds a connection must be idle (nothing read, nothing to
     /// write) before it is parked: its task and stream are dropped and the
-    /// core's epoll set watches its socket, so it keeps about 1 KB of state
+    /// core's epoll set watches its socket, so it keeps about 660 bytes of state
     /// instead of about 3 KB (benches/RESULTS.md). 0 never parks.
     pub park_idle_after_ms: u64,
 }

@@ -29,7 +29,7 @@ use crate::codec::{
 
 use super::core::Core;
 use super::parking::Parked;
-use super::sessions::{ConnLink, Presence};
+use super::sessions::{ConnLink, Presence, StoredId};
 
 /// Bytes read from the socket per read call, into the core's scratch
 /// buffer.
@@ -56,7 +56,7 @@ struct ConnTask {
     peer: SocketAddr,
     accepted_at: Instant,
     /// Set once CONNACK 0 is sent.
-    client_id: Option<MqttStr>,
+    client_id: Option<StoredId>,
 }
 
 /// How a connection's task ended.
@@ -288,7 +288,7 @@ async fn serve_until_closed_or_idle(
         client_id.is_some(),
         conn.refusal(),
         !conn.is_connected() && accepted_at.elapsed() >= CONNECT_TIMEOUT,
-        client_id.as_ref().map(MqttStr::as_str),
+        client_id.as_ref().map(StoredId::as_str),
         peer,
     );
     finish(core, conn, key, close, link.session_ended.get());

@@ -62,7 +62,7 @@ use crate::codec::{
 use super::mailbox::{Claimant, CoreMsg, Outbox, SessionTransfer};
 use super::notify::Notify;
 use super::parking::ParkingLot;
-use super::sessions::{ConnLink, Marks, Presence, SessionSlot, Sessions};
+use super::sessions::{ConnLink, Marks, Presence, SessionSlot, Sessions, StoredId};
 use super::stats::CoreStats;
 
 /// How long a subscriber may take to drain below the back-pressure mark
@@ -109,7 +109,7 @@ pub struct Core {
     barriers: RefCell<AHashMap<u64, BarrierState>>,
     next_id: Cell<u64>,
     /// Client ids this core is home for, and who owns each.
-    directory: RefCell<AHashMap<MqttStr, Claimant>>,
+    directory: RefCell<AHashMap<StoredId, Claimant>>,
     claims: RefCell<AHashMap<u64, ClaimWaiter>>,
     /// Client ids with a claim on this core whose session is not yet
     /// installed, and how many such claims each has.
@@ -445,7 +445,7 @@ impl Core {
                 let previous = self
                     .directory
                     .borrow_mut()
-                    .insert(client_id.clone(), claimant);
+                    .insert(StoredId::new(&client_id), claimant);
                 match previous {
                     Some(owner) => self.send(
                         owner.core,
@@ -477,8 +477,8 @@ impl Core {
             }
             CoreMsg::Release { client_id, owner } => {
                 let mut directory = self.directory.borrow_mut();
-                if directory.get(&client_id) == Some(&owner) {
-                    directory.remove(&client_id);
+                if directory.get(client_id.as_bytes()) == Some(&owner) {
+                    directory.remove(client_id.as_bytes());
                 }
             }
         }
@@ -911,7 +911,7 @@ impl Core {
         self.send(
             home_core(slot.client_id.as_bytes(), self.ncores),
             CoreMsg::Release {
-                client_id: slot.client_id,
+                client_id: slot.client_id.to_mqtt(),
                 owner: slot.owner,
             },
         );
@@ -1004,7 +1004,7 @@ impl Core {
         link: Rc<ConnLink>,
     ) -> SessionKey {
         let slot = SessionSlot {
-            client_id: client_id.clone(),
+            client_id: StoredId::new(&client_id),
             owner,
             state,
             presence: Presence::Live(link),

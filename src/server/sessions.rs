@@ -12,8 +12,10 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ahash::AHashMap;
+use ahash::RandomState;
 use bytes::BytesMut;
+use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use crate::broker::message::SessionKey;
 use crate::broker::session::SessionState;
@@ -22,6 +24,44 @@ use crate::codec::{DisconnectReasonCode, MqttStr, Will};
 use super::mailbox::Claimant;
 use super::notify::Notify;
 use super::parking::ParkId;
+
+/// A client id as a core keeps it for as long as the session lives:
+/// inline up to 24 bytes (most ids), so it holds no heap allocation of its
+/// own and no CONNECT packet alive. Made only from an [`MqttStr`], so it is
+/// always UTF-8. Hashes and compares as its bytes (`Borrow<[u8]>`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StoredId(SmallVec<[u8; 24]>);
+
+impl StoredId {
+    pub fn new(id: &MqttStr) -> Self {
+        StoredId(SmallVec::from_slice(id.as_bytes()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The id as a packet field (allocates).
+    pub fn to_mqtt(&self) -> MqttStr {
+        MqttStr::try_from(self.as_str()).unwrap_or_default()
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for StoredId {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoredId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// What other tasks on the core need of a live connection: its output
 /// buffer, a way to wake it, and a way to end it.
@@ -153,7 +193,7 @@ pub enum Presence {
 }
 
 pub struct SessionSlot {
-    pub client_id: MqttStr,
+    pub client_id: StoredId,
     /// The claim that owns the client id, for `Release`.
     pub owner: Claimant,
     pub state: SessionState,
@@ -194,13 +234,24 @@ pub struct Sessions {
     slots: Vec<Option<SessionSlot>>,
     generations: Vec<u32>,
     free: Vec<u32>,
-    by_client: AHashMap<MqttStr, u32>,
+    /// Slot indexes by client id. Only the index is stored (the id is in
+    /// the slot), 5 bytes a bucket instead of a second copy of the key.
+    by_client: HashTable<u32>,
+    hasher: RandomState,
     online: usize,
     /// Keys of sessions in the order they went offline. A session leaves
     /// the offline state only by being removed (a reconnect installs a new
     /// slot), so an entry whose key is no longer valid is stale: skipped
     /// at the front, compacted away when they outnumber the live ones.
     offline_order: VecDeque<SessionKey>,
+}
+
+/// The client id of slot `index`, if it holds a session.
+fn slot_id(slots: &[Option<SessionSlot>], index: u32) -> Option<&[u8]> {
+    slots
+        .get(index as usize)?
+        .as_ref()
+        .map(|slot| slot.client_id.as_bytes())
 }
 
 impl Sessions {
@@ -210,7 +261,8 @@ impl Sessions {
             slots: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
-            by_client: AHashMap::new(),
+            by_client: HashTable::new(),
+            hasher: RandomState::new(),
             online: 0,
             offline_order: VecDeque::new(),
         }
@@ -238,8 +290,12 @@ impl Sessions {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_client.insert(slot.client_id.clone(), index);
+        let hash = self.hasher.hash_one(slot.client_id.as_bytes());
         self.slots[index as usize] = Some(slot);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_client.insert_unique(hash, index, |&i| {
+            hasher.hash_one(slot_id(slots, i).unwrap_or_default())
+        });
         let key = SessionKey {
             core: self.core,
             slot: index,
@@ -269,7 +325,10 @@ impl Sessions {
         let slot = self.slots[key.slot as usize].take()?;
         self.generations[key.slot as usize] = self.generations[key.slot as usize].wrapping_add(1);
         self.free.push(key.slot);
-        self.by_client.remove(&slot.client_id);
+        let hash = self.hasher.hash_one(slot.client_id.as_bytes());
+        if let Ok(entry) = self.by_client.find_entry(hash, |&i| i == key.slot) {
+            entry.remove();
+        }
         if slot.is_online() {
             self.online -= 1;
         }
@@ -277,7 +336,11 @@ impl Sessions {
     }
 
     pub fn remove_by_client(&mut self, client_id: &MqttStr) -> Option<(SessionKey, SessionSlot)> {
-        let index = *self.by_client.get(client_id)?;
+        let hash = self.hasher.hash_one(client_id.as_bytes());
+        let slots = &self.slots;
+        let index = *self
+            .by_client
+            .find(hash, |&i| slot_id(slots, i) == Some(client_id.as_bytes()))?;
         let key = SessionKey {
             core: self.core,
             slot: index,
@@ -386,7 +449,7 @@ mod tests {
 
     fn slot(id: &str, expiry: u32, link: Option<Rc<ConnLink>>) -> SessionSlot {
         SessionSlot {
-            client_id: MqttStr::try_from(id).unwrap(),
+            client_id: StoredId::new(&MqttStr::try_from(id).unwrap()),
             owner: Claimant { core: 0, ticket: 1 },
             state: SessionState::new(SessionLimits::default()),
             presence: link.map_or(Presence::Offline, Presence::Live),
@@ -519,5 +582,48 @@ mod tests {
             .remove_by_client(&MqttStr::try_from("b").unwrap())
             .is_some());
         assert!(sessions.get_mut(second).is_none());
+    }
+
+    /// What an idle connection costs is mostly these two records, kept in
+    /// slabs (benches/conn.sh measures the whole). A field that grows
+    /// them should be boxed or justified here.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_records_of_an_idle_connection_stay_small() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<SessionSlot>() <= 296,
+            "{}",
+            size_of::<SessionSlot>()
+        );
+        assert!(size_of::<super::super::parking::Parked>() <= 136);
+        assert_eq!(
+            size_of::<StoredId>(),
+            32,
+            "a client id of up to 24 bytes is inline"
+        );
+    }
+
+    /// A client id is found again by its bytes after other sessions come
+    /// and go (the index keeps slot numbers only).
+    #[test]
+    fn sessions_are_found_by_client_id_after_churn() {
+        let mut sessions = Sessions::new(0);
+        let keys: Vec<_> = (0..100)
+            .map(|i| sessions.insert(slot(&format!("client-{i}"), 0, None)))
+            .collect();
+        for key in keys.iter().step_by(2) {
+            sessions.remove(*key);
+        }
+        let id = |i: usize| MqttStr::try_from(format!("client-{i}").as_str()).unwrap();
+        assert!(sessions.remove_by_client(&id(0)).is_none());
+        let (key, found) = sessions.remove_by_client(&id(51)).unwrap();
+        assert_eq!((key, found.client_id.as_str()), (keys[51], "client-51"));
+        let long = "a-client-id-longer-than-twenty-four-bytes";
+        let key = sessions.insert(slot(long, 0, None));
+        let (found, _) = sessions
+            .remove_by_client(&MqttStr::try_from(long).unwrap())
+            .unwrap();
+        assert_eq!(found, key);
     }
 }

@@ -302,11 +302,11 @@ impl CoreStats {
             return;
         }
         let d = std::mem::take(drops);
-        self.dropped(DropCause::QueueFull, d.queue_full);
-        self.dropped(DropCause::Expired, d.expired);
-        self.dropped(DropCause::TooLarge, d.too_large);
-        self.dropped(DropCause::SlowConsumer, d.slow_consumer);
-        self.dropped(DropCause::Offline, d.offline);
+        self.dropped(DropCause::QueueFull, u64::from(d.queue_full));
+        self.dropped(DropCause::Expired, u64::from(d.expired));
+        self.dropped(DropCause::TooLarge, u64::from(d.too_large));
+        self.dropped(DropCause::SlowConsumer, u64::from(d.slow_consumer));
+        self.dropped(DropCause::Offline, u64::from(d.offline));
     }
 
     pub fn reject(&self, reason: Reject) {
