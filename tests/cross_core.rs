@@ -365,7 +365,7 @@ fn clean_takeover_discards_subscriptions() {
 fn a_qos1_burst_across_cores_larger_than_the_queue_is_not_dropped() {
     let broker = Broker::with(|c| {
         c.limits.max_queued = 10;
-        c.limits.max_inflight = 5;
+        c.limits.max_inflight_v5 = 5;
     });
     let [(mut s, _), (mut p, _)] = raw_pair_on_cores(broker.addr, || connect(V5, ""));
     let t = unique("burst/t");

@@ -167,6 +167,40 @@ fn v5_receive_maximum_bounds_unacked_publishes() {
     );
 }
 
+/// 5.0: the window is the client's Receive Maximum even above the 3.x
+/// `max_inflight`; `max_inflight_v5` caps it, also for a client that sends
+/// no Receive Maximum (65,535).
+#[test]
+fn v5_window_is_receive_maximum_up_to_max_inflight_v5() {
+    // Publishes 60 QoS 1 messages to a fresh subscriber that acknowledges
+    // none: exactly `window` arrive, and the ping answer proves nothing
+    // else is on its way.
+    let check = |broker: &Broker, receive_maximum: Option<u16>, window: usize| {
+        let t = unique("w5/t");
+        let mut c = connect(V5, &unique("w5"));
+        c.properties = ConnectProperties {
+            receive_maximum: receive_maximum.and_then(std::num::NonZeroU16::new),
+            ..Default::default()
+        };
+        let (mut sub, _) = Raw::connected(broker.addr, c);
+        sub.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+        let (mut publisher, _) = Raw::connected(broker.addr, connect(V5, &unique("w5p")));
+        for i in 0..60u16 {
+            publisher.publish_acked(publish(&t, &[i as u8], QoS::AtLeastOnce, i + 1));
+        }
+        for i in 0..window {
+            assert_eq!(sub.expect_publish().payload[0], i as u8);
+        }
+        let extra = sub.ping();
+        assert!(extra.is_empty(), "window {window} exceeded: {extra:?}");
+    };
+    let broker = Broker::with(|c| c.limits.max_inflight = 2);
+    check(&broker, Some(40), 40);
+    let capped = Broker::with(|c| c.limits.max_inflight_v5 = 4);
+    check(&capped, None, 4);
+    check(&capped, Some(3), 3);
+}
+
 /// 3.1.1: the configured inflight window (max_inflight) bounds
 /// unacknowledged deliveries the same way.
 #[test]

@@ -39,9 +39,11 @@ pub enum DropPolicy {
 /// Per-session limits, from the broker's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
-    /// Outbound inflight window for 3.x clients; 5.0 clients get the
-    /// smaller of this and their Receive Maximum.
+    /// Outbound inflight window for 3.x clients.
     pub max_inflight: u16,
+    /// Cap on a 5.0 client's Receive Maximum, which is its inflight window
+    /// (65,535 when the client sends none).
+    pub max_inflight_v5: u16,
     /// Messages queued beyond the inflight window, online or offline.
     pub max_queued: usize,
     /// Whether QoS 0 messages are queued for an offline session.
@@ -56,6 +58,7 @@ impl Default for SessionLimits {
     fn default() -> Self {
         SessionLimits {
             max_inflight: 32,
+            max_inflight_v5: u16::MAX,
             max_queued: 1000,
             queue_qos0_offline: false,
             drop_policy: DropPolicy::DropNewest,
@@ -240,7 +243,12 @@ impl SessionState {
 
     fn window(&self) -> usize {
         match self.peer {
-            Some(peer) => usize::from(peer.receive_maximum.min(self.limits.max_inflight).max(1)),
+            // 5.0: the client's Receive Maximum ([MQTT-3.3.4-9]), within
+            // the configured cap; 3.x has no such field.
+            Some(peer) if peer.version == ProtocolVersion::V5 => {
+                usize::from(peer.receive_maximum.min(self.limits.max_inflight_v5).max(1))
+            }
+            Some(_) => usize::from(self.limits.max_inflight.max(1)),
             None => 0,
         }
     }
@@ -662,6 +670,37 @@ mod tests {
             s.on_puback(PacketId::new(1).unwrap(), now, &mut out),
             Err(AckError::UnknownPacketId(1))
         );
+    }
+
+    /// The window is a 5.0 client's Receive Maximum, not the 3.x
+    /// `max_inflight` (here 32), up to the `max_inflight_v5` cap; a 3.x
+    /// client gets `max_inflight`.
+    #[test]
+    fn the_window_is_receive_maximum_for_5_0_and_max_inflight_for_3_x() {
+        let now = Instant::now();
+        let window = |limits: SessionLimits, peer: Peer| {
+            let mut s = SessionState::new(limits);
+            let mut out = BytesMut::new();
+            s.attach(peer, now, &mut out);
+            for _ in 0..300 {
+                send(&mut s, QoS::AtLeastOnce, now, &mut out);
+            }
+            s.inflight_len()
+        };
+        let limits = SessionLimits::default();
+        assert_eq!(limits.max_inflight, 32);
+        assert_eq!(window(limits, peer(100)), 100);
+        assert_eq!(window(limits, peer(u16::MAX)), 300);
+        let capped = SessionLimits {
+            max_inflight_v5: 64,
+            ..limits
+        };
+        assert_eq!(window(capped, peer(100)), 64);
+        let v311 = Peer {
+            version: ProtocolVersion::V3_1_1,
+            ..peer(u16::MAX)
+        };
+        assert_eq!(window(limits, v311), 32);
     }
 
     /// [MQTT-4.4.0-1]: on reconnect, unacknowledged PUBLISHes are resent

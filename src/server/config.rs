@@ -71,6 +71,7 @@ pub struct Limits {
     pub max_connections_per_core: usize,
     pub max_packet_size: u32,
     pub max_inflight: u16,
+    pub max_inflight_v5: u16,
     pub max_queued: usize,
     pub queue_qos0_offline: bool,
     pub drop_policy: DropPolicy,
@@ -100,6 +101,7 @@ impl Default for Limits {
             max_connections_per_core: 0,
             max_packet_size: connection.max_packet_size,
             max_inflight: session.max_inflight,
+            max_inflight_v5: session.max_inflight_v5,
             max_queued: session.max_queued,
             queue_qos0_offline: session.queue_qos0_offline,
             drop_policy: session.drop_policy,
@@ -134,6 +136,7 @@ impl Limits {
     pub fn session(&self) -> SessionLimits {
         SessionLimits {
             max_inflight: self.max_inflight,
+            max_inflight_v5: self.max_inflight_v5,
             max_queued: self.max_queued,
             queue_qos0_offline: self.queue_qos0_offline,
             drop_policy: self.drop_policy,
@@ -243,9 +246,9 @@ impl Config {
                 crate::codec::MAX_PACKET_SIZE_LIMIT
             )));
         }
-        if l.max_inflight == 0 || l.receive_maximum == 0 {
+        if l.max_inflight == 0 || l.max_inflight_v5 == 0 || l.receive_maximum == 0 {
             return Err(ConfigError::Invalid(
-                "limits.max_inflight and limits.receive_maximum must be at least 1".into(),
+                "limits.max_inflight, limits.max_inflight_v5 and limits.receive_maximum must be at least 1".into(),
             ));
         }
         if let Some(bad) = self
