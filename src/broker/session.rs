@@ -42,7 +42,9 @@ pub struct SessionLimits {
     /// Outbound inflight window for 3.x clients.
     pub max_inflight: u16,
     /// Cap on a 5.0 client's Receive Maximum, which is its inflight window
-    /// (65,535 when the client sends none).
+    /// (65,535 when the client sends none). It bounds what one
+    /// acknowledgement out of order may cost (the window's entries after it
+    /// move up, 192 bytes each) and the entries one subscriber holds.
     pub max_inflight_v5: u16,
     /// Messages queued beyond the inflight window, online or offline.
     pub max_queued: usize,
@@ -58,7 +60,7 @@ impl Default for SessionLimits {
     fn default() -> Self {
         SessionLimits {
             max_inflight: 32,
-            max_inflight_v5: u16::MAX,
+            max_inflight_v5: 1024,
             max_queued: 1000,
             queue_qos0_offline: false,
             drop_policy: DropPolicy::DropNewest,
@@ -191,6 +193,12 @@ pub struct SessionState {
     pub limits: SessionLimits,
     peer: Option<Peer>,
     next_pid: u16,
+    /// True while the inflight ids run in allocation order without a full
+    /// lap of the id space (see [`SessionState::allocate_pid`]): then a new
+    /// id is checked against the front only and an acknowledged one is
+    /// found by binary search, so a window of thousands stays cheap.
+    pids_in_order: bool,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement, oldest first.
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Pending>,
     /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL. A fixed
@@ -214,6 +222,7 @@ impl SessionState {
             limits,
             peer: None,
             next_pid: 0,
+            pids_in_order: true,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             inbound_qos2: FixedHashSet::default(),
@@ -421,17 +430,53 @@ impl SessionState {
         }
     }
 
+    /// The next free packet id ([MQTT-2.2.1-3]: not one whose flow is
+    /// open). Ids are handed out in sequence, so while `pids_in_order`
+    /// holds every inflight id lies between the front's and the last one
+    /// handed out: the next is in use only if it is the front's (a full lap
+    /// of the 65,535 ids). That lap ends the ordering, and ids are then
+    /// checked one by one until the window empties.
     fn allocate_pid(&mut self) -> PacketId {
         loop {
             self.next_pid = self.next_pid.wrapping_add(1);
             let Some(pid) = NonZeroU16::new(self.next_pid) else {
                 continue;
             };
-            // [MQTT-2.2.1-3]: an id is not reused while its flow is open.
+            let Some(front) = self.inflight.front() else {
+                self.pids_in_order = true;
+                return pid;
+            };
+            if self.pids_in_order {
+                if front.pid != pid {
+                    return pid;
+                }
+                self.pids_in_order = false;
+                continue;
+            }
             if !self.inflight.iter().any(|e| e.pid == pid) {
                 return pid;
             }
         }
+    }
+
+    /// Where the inflight entry with `pid` is: the front for acknowledgements
+    /// in order (the usual case), else by binary search on the distance
+    /// from the front's id while the ids are in order, else by a scan.
+    fn inflight_index(&self, pid: PacketId) -> Option<usize> {
+        let front = self.inflight.front()?.pid;
+        if front == pid {
+            return Some(0);
+        }
+        if self.pids_in_order {
+            // Distance along the ring of non-zero ids.
+            let lap =
+                |to: PacketId| (u32::from(to.get()) + 65_535 - u32::from(front.get())) % 65_535;
+            return self
+                .inflight
+                .binary_search_by_key(&lap(pid), |e| lap(e.pid))
+                .ok();
+        }
+        self.inflight.iter().position(|e| e.pid == pid)
     }
 
     fn write_publish(
@@ -498,12 +543,15 @@ impl SessionState {
         stage: InflightStage,
         qos: QoS,
     ) -> Result<Inflight, AckError> {
-        let index = self
-            .inflight
-            .iter()
-            .position(|e| e.pid.get() == pid && e.stage == stage && e.pending.plan.qos == qos)
-            .ok_or(AckError::UnknownPacketId(pid))?;
-        Ok(self.inflight.remove(index).expect("index from position"))
+        let unknown = AckError::UnknownPacketId(pid);
+        let index = PacketId::new(pid)
+            .and_then(|pid| self.inflight_index(pid))
+            .filter(|&i| {
+                let e = &self.inflight[i];
+                e.stage == stage && e.pending.plan.qos == qos
+            })
+            .ok_or(unknown)?;
+        Ok(self.inflight.remove(index).expect("index found above"))
     }
 
     /// PUBACK: the QoS 1 flow ends ([MQTT-4.3.2-4]... the id is free again).
@@ -529,9 +577,8 @@ impl SessionState {
     ) -> Result<(), AckError> {
         let version = self.peer.map_or(ProtocolVersion::V5, |p| p.version);
         let index = self
-            .inflight
-            .iter()
-            .position(|e| e.pid == pid && e.pending.plan.qos == QoS::ExactlyOnce);
+            .inflight_index(pid)
+            .filter(|&i| self.inflight[i].pending.plan.qos == QoS::ExactlyOnce);
         let Some(index) = index else {
             if version.is_v5() {
                 let mut rel = PubRel::new(pid);
@@ -670,6 +717,65 @@ mod tests {
             s.on_puback(PacketId::new(1).unwrap(), now, &mut out),
             Err(AckError::UnknownPacketId(1))
         );
+    }
+
+    /// Acknowledgements in any order find their entries (binary search
+    /// while ids run in order), and an id stuck at the front through a
+    /// full lap of the 65,535 ids is skipped, never reused while its flow
+    /// is open ([MQTT-2.2.1-3]); after the lap acknowledgements are still
+    /// found (by scan).
+    #[test]
+    fn inflight_ids_stay_unique_and_found_in_any_ack_order() {
+        let now = Instant::now();
+        let limits = SessionLimits {
+            max_queued: 100_000,
+            write_buffer_cap: usize::MAX,
+            ..SessionLimits::default()
+        };
+        let mut s = SessionState::new(limits);
+        let mut out = BytesMut::new();
+        s.attach(peer(u16::MAX), now, &mut out);
+        let puback = |s: &mut SessionState, pid: u16, out: &mut BytesMut| {
+            s.on_puback(PacketId::new(pid).unwrap(), now, out)
+        };
+        // 1,000 inflight, acknowledged from the back, then odd ids first.
+        for _ in 0..1000 {
+            send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        }
+        out.clear();
+        for pid in (501..=1000).rev() {
+            puback(&mut s, pid, &mut out).unwrap();
+        }
+        for pid in (1..=500)
+            .filter(|p| p % 2 == 1)
+            .chain((1..=500).filter(|p| p % 2 == 0))
+        {
+            puback(&mut s, pid, &mut out).unwrap();
+        }
+        assert_eq!(s.inflight_len(), 0);
+        assert_eq!(
+            puback(&mut s, 7, &mut out),
+            Err(AckError::UnknownPacketId(7))
+        );
+
+        // Id 1001 stays unacknowledged while 65,534 others come and go.
+        send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        let stuck = s.inflight[0].pid.get();
+        for _ in 0..65_534 {
+            send(&mut s, QoS::AtLeastOnce, now, &mut out);
+            let pid = s.inflight[1].pid.get();
+            assert_ne!(pid, stuck);
+            puback(&mut s, pid, &mut out).unwrap();
+            out.clear();
+        }
+        // The lap is complete: the next id would be the stuck one.
+        send(&mut s, QoS::AtLeastOnce, now, &mut out);
+        let after_lap = s.inflight[1].pid.get();
+        assert_ne!(after_lap, stuck, "an open flow's id was reused");
+        assert_eq!(after_lap, stuck + 1);
+        puback(&mut s, after_lap, &mut out).unwrap();
+        puback(&mut s, stuck, &mut out).unwrap();
+        assert_eq!(s.inflight_len(), 0);
     }
 
     /// The window is a 5.0 client's Receive Maximum, not the 3.x
