@@ -180,10 +180,12 @@ async fn serve_until_closed_or_idle(
         // Everything already buffered, packet by packet. Nothing but the
         // boxed rare wait is held across an await, so an idle connection's
         // future stays small.
+        // One clock reading per chunk read, not per packet: the packets in
+        // it arrived together (refreshed after a rare wait).
+        let mut now = Instant::now();
         loop {
             let outcome = {
                 let rare = {
-                    let now = Instant::now();
                     let buffered = input.len();
                     let received = {
                         let mut out = link.out.borrow_mut();
@@ -202,7 +204,11 @@ async fn serve_until_closed_or_idle(
                     dispatch(core, link, conn, &mut key, event)
                 };
                 match rare {
-                    Some(rare) => rare.await,
+                    Some(rare) => {
+                        let outcome = rare.await;
+                        now = Instant::now();
+                        outcome
+                    }
                     None => None,
                 }
             };
@@ -482,7 +488,8 @@ fn publish(
     message: &crate::broker::message::Message,
     ack: PendingAck,
 ) -> Option<(PendingAck, Option<PubAckReasonCode>)> {
-    let matched = core.route(message, Instant::now());
+    // Routed in the same instant it was read (see `serve_until_closed_or_idle`).
+    let matched = core.route(message, message.received_at);
     let reason = (!matched).then_some(PubAckReasonCode::NoMatchingSubscribers);
     if message.retain && message.qos != QoS::AtMostOnce {
         return Some((ack, reason));
