@@ -537,12 +537,9 @@ impl SessionState {
         (NonZeroU16::new(next as u16), true)
     }
 
-    fn take_inflight(
-        &mut self,
-        pid: u16,
-        stage: InflightStage,
-        qos: QoS,
-    ) -> Result<Inflight, AckError> {
+    /// Ends the inflight flow of `pid` if it is at `stage` with `qos`. The
+    /// entry is dropped where it lies (192 bytes not copied out first).
+    fn end_inflight(&mut self, pid: u16, stage: InflightStage, qos: QoS) -> Result<(), AckError> {
         let unknown = AckError::UnknownPacketId(pid);
         let index = PacketId::new(pid)
             .and_then(|pid| self.inflight_index(pid))
@@ -551,7 +548,8 @@ impl SessionState {
                 e.stage == stage && e.pending.plan.qos == qos
             })
             .ok_or(unknown)?;
-        Ok(self.inflight.remove(index).expect("index found above"))
+        self.inflight.drain(index..=index);
+        Ok(())
     }
 
     /// PUBACK: the QoS 1 flow ends ([MQTT-4.3.2-4]... the id is free again).
@@ -561,7 +559,7 @@ impl SessionState {
         now: Instant,
         out: &mut BytesMut,
     ) -> Result<(), AckError> {
-        self.take_inflight(pid.get(), InflightStage::AwaitAck, QoS::AtLeastOnce)?;
+        self.end_inflight(pid.get(), InflightStage::AwaitAck, QoS::AtLeastOnce)?;
         self.pump(now, out);
         Ok(())
     }
@@ -604,7 +602,7 @@ impl SessionState {
         now: Instant,
         out: &mut BytesMut,
     ) -> Result<(), AckError> {
-        self.take_inflight(pid.get(), InflightStage::AwaitComplete, QoS::ExactlyOnce)?;
+        self.end_inflight(pid.get(), InflightStage::AwaitComplete, QoS::ExactlyOnce)?;
         self.pump(now, out);
         Ok(())
     }
