@@ -22,11 +22,23 @@ command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -q
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 500); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.01; done; return 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+# The broker's RSS once start-up has finished touching memory: the same
+# figure for 0.3 s (at most 5 s).
+settled_rss_kib() {
+  local last=-1 same=0 r
+  for _ in $(seq 1 50); do
+    r=$(rss_kib "$1")
+    if [ "$r" = "$last" ]; then same=$((same + 1)); else same=0; last=$r; fi
+    [ "$same" -ge 3 ] && break
+    sleep 0.1
+  done
+  echo "$last"
+}
 
 run_broker() {
   local name=$1 port=$2 pid=$3
   wait_port "$port"
-  local before; before=$(rss_kib "$pid")
+  local before; before=$(settled_rss_kib "$pid")
   local a b; a=$(mktemp); b=$(mktemp)
   $LG conn --port "$port" -n "$N" --connect-rate "$RATE" --duration "$HOLD" --warmup 0s --cores 1 \
       --source 127.0.0.2-127.0.0.9 --client-id-prefix lgA --id-offset 0 --quiet --json >"$a" 2>/dev/null &

@@ -41,6 +41,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Parked connections added since the last trim that make the poller
 /// return freed memory to the kernel.
 const TRIM_AFTER_PARKED: usize = 1024;
+/// Parked connections added since the last trim that make the poller trim
+/// once parking has settled (none added over one wait), so the memory of
+/// the last connections of a burst is returned too.
+const TRIM_AFTER_SETTLED: usize = 64;
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
 
@@ -263,15 +267,21 @@ pub async fn run(core: Rc<Core>) {
     };
     let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
     let mut parked_at_trim = 0usize;
+    let mut parked_before = 0usize;
+    let mut quiet_wait = false;
     while !core.is_shutting_down() {
         // Connections that parked freed their tasks and streams, but the
         // allocator keeps freed pages: hand them back once many have
-        // parked (on the blocking thread, as malloc_trim walks every heap).
+        // parked, and once a burst of parking has settled (on the blocking
+        // thread, as malloc_trim walks every heap).
         let parked = core.parking.borrow().len();
-        let trim = parked >= parked_at_trim + TRIM_AFTER_PARKED;
+        let settled =
+            quiet_wait && parked == parked_before && parked >= parked_at_trim + TRIM_AFTER_SETTLED;
+        let trim = settled || parked >= parked_at_trim + TRIM_AFTER_PARKED;
         if trim || parked < parked_at_trim {
             parked_at_trim = parked;
         }
+        parked_before = parked;
         let ready = glommio::executor()
             .spawn_blocking(move || {
                 if trim {
@@ -280,6 +290,7 @@ pub async fn run(core: Rc<Core>) {
                 wait_ready(epoll, SWEEP_INTERVAL)
             })
             .await;
+        quiet_wait = ready.is_empty();
         for id in ready {
             core.resume_parked(id);
         }
