@@ -45,6 +45,21 @@ done
 prio=()
 [ -n "$NICE" ] && prio=(nice -n "$NICE") && BROKER_NICE=$NICE
 
+# Vane: which executors the publisher and the subscriber landed on (the
+# kernel's SO_REUSEPORT hash picks): polls /metrics until both connections
+# are counted, then writes "one" (same core) or "two" to FILE.
+watch_placement() {
+    local port=$1 file=$2
+    for _ in $(seq 1 100); do
+        local split
+        split=$(http_get "$port" /metrics 2>/dev/null | awk '
+            /^vane_connections_current\{/ { n = $NF + 0; sum += n; if (n > most) most = n }
+            END { if (sum >= 2) print (most >= 2 ? "one" : "two") }')
+        if [ -n "$split" ]; then echo "$split" >"$file"; return 0; fi
+        sleep 0.1
+    done
+}
+
 trap stop_broker EXIT
 # REPORT_ONLY=1 with an earlier OUT_DIR prints the tables again without running.
 if [ "${REPORT_ONLY:-0}" != 1 ]; then
@@ -63,6 +78,11 @@ for round in $(seq 1 "$ROUNDS"); do
         s0=$(sys_busy_ticks)
         p0=$(cpu_pressure_us)
         say "round $round: $v (load $load0)"
+        watcher=""
+        if [ "$broker" = vane ] && [ -n "$BROKER_STATS_PORT" ]; then
+            watch_placement "$BROKER_STATS_PORT" "$OUT_DIR/$v-$round.cores" &
+            watcher=$!
+        fi
         "${prio[@]}" "$LOADGEN" pairs --publishers 1 --port "$port" --qos 0 --size 64 --rate "$RATE" \
             --cores "$LOADGEN_CORES" --warmup "$WARMUP" --duration "$DURATION" \
             --hdr-out "$OUT_DIR/$v-$round.hgrm" --json --quiet \
@@ -70,6 +90,7 @@ for round in $(seq 1 "$ROUNDS"); do
         t1=$(cpu_ticks "$BROKER_PID")
         s1=$(sys_busy_ticks)
         p1=$(cpu_pressure_us)
+        [ -n "$watcher" ] && { kill "$watcher" 2>/dev/null || true; wait "$watcher" 2>/dev/null || true; }
         stop_broker
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$round" "$((t1 - t0))" "$load0" "$(loadavg)" "$((s1 - s0))" "$((p1 - p0))" >>"$OUT_DIR/runs.tsv"
     done
@@ -96,7 +117,11 @@ for line in open(f"{out}/runs.tsv"):
     sysbusy = int(f[5]) if len(f) > 5 and f[5] else None
     psi = int(f[6]) if len(f) > 6 and f[6] else None
     r = load(f"{out}/{v}-{rnd}.json")
-    x = dict(v=v, round=int(rnd), load0=load0, load1=load1, ok=r is not None)
+    try:
+        cores = {"one": "one", "two": "two"}.get(open(f"{out}/{v}-{rnd}.cores").read().strip(), "?")
+    except OSError:
+        cores = "-"
+    x = dict(v=v, round=int(rnd), load0=load0, load1=load1, ok=r is not None, cores=cores)
     if r:
         lat, d = r["delivery"]["latency"], r["delivery"]
         x.update({k: lat[k] for k in ("p50_us", "p99_us", "p999_us", "max_us", "count")},
@@ -131,18 +156,18 @@ for v in variants:
 print()
 print("Medians over the rounds, percentile by percentile. The last column compares the better Vane variant's median p99 with each peer's.")
 print()
-print("Every run (*tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency; *other CPU*: what everything else on the machine used during the run, percent of one CPU; *CPU pressure*: share of the run's time in which some runnable task waited for a CPU (/proc/pressure/cpu), when recorded):")
+print("Every run (*clients on*: for Vane, whether the publisher and the subscriber were served by one executor or by two, read from /metrics during the run; *tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency; *other CPU*: what everything else on the machine used during the run, percent of one CPU; *CPU pressure*: share of the run's time in which some runnable task waited for a CPU (/proc/pressure/cpu), when recorded):")
 print()
-print("| broker | round | load avg before | load avg after | other CPU % | CPU pressure % | delivered/s | samples | lost | p50 µs | p99 µs | p99.9 µs | max µs | tool lag p99 µs | tool saturated |")
-print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| broker | round | clients on | load avg before | load avg after | other CPU % | CPU pressure % | delivered/s | samples | lost | p50 µs | p99 µs | p99.9 µs | max µs | tool lag p99 µs | tool saturated |")
+print("|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 notes = []
 for x in runs:
     if not x["ok"]:
-        print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | | | (no result) | | | | | | | | |")
+        print(f"| {name(x['v'])} | {x['round']} | {x['cores']} | {x['load0']} | {x['load1']} | | | (no result) | | | | | | | | |")
         continue
     oc = "-" if x["other"] is None else f"{x['other']:.0f}"
     ps = "-" if x["psi"] is None else f"{x['psi']:.0f}"
-    print(f"| {name(x['v'])} | {x['round']} | {x['load0']} | {x['load1']} | {oc} | {ps} | {x['rate']:,.0f} | {x['count']:,} | {x['lost']:,} | "
+    print(f"| {name(x['v'])} | {x['round']} | {x['cores']} | {x['load0']} | {x['load1']} | {oc} | {ps} | {x['rate']:,.0f} | {x['count']:,} | {x['lost']:,} | "
           f"{x['p50_us']} | {x['p99_us']} | {x['p999_us']} | {x['max_us']} | {x['toollag']} | {'SATURATED' if x['saturated'] else 'no'} |")
     if x["notes"]:
         notes.append(f"- {name(x['v'])} / round {x['round']}: {x['notes']}")
