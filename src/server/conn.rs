@@ -178,10 +178,10 @@ async fn serve_until_closed_or_idle(
 
     let close: Close = 'serve: loop {
         // Everything already buffered, packet by packet. Nothing but the
-        // boxed rare wait is held across an await, so an idle connection's
-        // future stays small.
-        // One clock reading per chunk read, not per packet: the packets in
-        // it arrived together (refreshed after a rare wait).
+        // boxed rare wait and `now` is held across an await, so the
+        // connection's future stays small. One clock reading per chunk
+        // read, not per packet: its packets arrived together (read again
+        // after a rare wait).
         let mut now = Instant::now();
         loop {
             let outcome = {
