@@ -4,6 +4,7 @@
 //! socket, a timer or glommio. The runtime (`crate::server`) drives it.
 
 pub mod connection;
+pub mod inflight;
 pub mod message;
 pub mod retained;
 pub mod session;

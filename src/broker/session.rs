@@ -18,6 +18,7 @@ use ahash::AHashMap;
 type FixedHashSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<ahash::AHasher>>;
 use bytes::BytesMut;
 
+use super::inflight::{InflightStage, InflightWindow};
 use super::message::{DeliveryPlan, Message, SubscriptionEntry};
 use crate::codec::{
     Delivery, Packet, PacketId, ProtocolVersion, PubRel, PubRelReasonCode, QoS, QosPid,
@@ -158,21 +159,6 @@ struct Pending {
     plan: DeliveryPlan,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InflightStage {
-    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
-    AwaitAck,
-    /// PUBREL sent; waiting for PUBCOMP.
-    AwaitComplete,
-}
-
-#[derive(Debug, Clone)]
-struct Inflight {
-    pid: PacketId,
-    stage: InflightStage,
-    pending: Pending,
-}
-
 /// Who the session is talking to while it is online.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
@@ -192,14 +178,8 @@ pub struct Peer {
 pub struct SessionState {
     pub limits: SessionLimits,
     peer: Option<Peer>,
-    next_pid: u16,
-    /// True while the inflight ids run in allocation order without a full
-    /// lap of the id space (see [`SessionState::allocate_pid`]): then a new
-    /// id is checked against the front only and an acknowledged one is
-    /// found by binary search, so a window of thousands stays cheap.
-    pids_in_order: bool,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, oldest first.
-    inflight: VecDeque<Inflight>,
+    inflight: InflightWindow<Pending>,
     queue: VecDeque<Pending>,
     /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL. A fixed
     /// hasher (half the size of a seeded one): the keys are at most Receive
@@ -221,9 +201,7 @@ impl SessionState {
         SessionState {
             limits,
             peer: None,
-            next_pid: 0,
-            pids_in_order: true,
-            inflight: VecDeque::new(),
+            inflight: InflightWindow::default(),
             queue: VecDeque::new(),
             inbound_qos2: FixedHashSet::default(),
             subscriptions: HashMap::default(),
@@ -268,8 +246,7 @@ impl SessionState {
     pub fn attach(&mut self, peer: Peer, now: Instant, out: &mut BytesMut) {
         self.peer = Some(peer);
         self.out_aliases = None;
-        let inflight = std::mem::take(&mut self.inflight);
-        for entry in inflight {
+        for entry in self.inflight.take_all() {
             match entry.stage {
                 InflightStage::AwaitAck => {
                     if entry.pending.message.is_expired(now) {
@@ -294,7 +271,7 @@ impl SessionState {
                 }
                 InflightStage::AwaitComplete => write_pubrel(peer.version, entry.pid, out),
             }
-            self.inflight.push_back(entry);
+            self.inflight.put_back(entry);
         }
         self.pump(now, out);
     }
@@ -386,15 +363,11 @@ impl SessionState {
         now: Instant,
         out: &mut BytesMut,
     ) -> DeliverOutcome {
-        let pid = self.allocate_pid();
+        let pid = self.inflight.allocate_pid();
         let qos_pid = QosPid::new(pending.plan.qos, Some(pid)).expect("QoS 1 or 2");
         match self.write_publish(&pending.message, &pending.plan, qos_pid, false, now, out) {
             Ok(()) => {
-                self.inflight.push_back(Inflight {
-                    pid,
-                    stage: InflightStage::AwaitAck,
-                    pending,
-                });
+                self.inflight.push(pid, pending);
                 DeliverOutcome::Written
             }
             Err(reason) => DeliverOutcome::Dropped(reason),
@@ -428,55 +401,6 @@ impl SessionState {
                 self.send_with_new_pid(pending, now, out);
             }
         }
-    }
-
-    /// The next free packet id ([MQTT-2.2.1-3]: not one whose flow is
-    /// open). Ids are handed out in sequence, so while `pids_in_order`
-    /// holds every inflight id lies between the front's and the last one
-    /// handed out: the next is in use only if it is the front's (a full lap
-    /// of the 65,535 ids). That lap ends the ordering, and ids are then
-    /// checked one by one until the window empties.
-    fn allocate_pid(&mut self) -> PacketId {
-        loop {
-            self.next_pid = self.next_pid.wrapping_add(1);
-            let Some(pid) = NonZeroU16::new(self.next_pid) else {
-                continue;
-            };
-            let Some(front) = self.inflight.front() else {
-                self.pids_in_order = true;
-                return pid;
-            };
-            if self.pids_in_order {
-                if front.pid != pid {
-                    return pid;
-                }
-                self.pids_in_order = false;
-                continue;
-            }
-            if !self.inflight.iter().any(|e| e.pid == pid) {
-                return pid;
-            }
-        }
-    }
-
-    /// Where the inflight entry with `pid` is: the front for acknowledgements
-    /// in order (the usual case), else by binary search on the distance
-    /// from the front's id while the ids are in order, else by a scan.
-    fn inflight_index(&self, pid: PacketId) -> Option<usize> {
-        let front = self.inflight.front()?.pid;
-        if front == pid {
-            return Some(0);
-        }
-        if self.pids_in_order {
-            // Distance along the ring of non-zero ids.
-            let lap =
-                |to: PacketId| (u32::from(to.get()) + 65_535 - u32::from(front.get())) % 65_535;
-            return self
-                .inflight
-                .binary_search_by_key(&lap(pid), |e| lap(e.pid))
-                .ok();
-        }
-        self.inflight.iter().position(|e| e.pid == pid)
     }
 
     fn write_publish(
@@ -537,19 +461,19 @@ impl SessionState {
         (NonZeroU16::new(next as u16), true)
     }
 
-    /// Ends the inflight flow of `pid` if it is at `stage` with `qos`. The
-    /// entry is dropped where it lies (192 bytes not copied out first).
-    fn end_inflight(&mut self, pid: u16, stage: InflightStage, qos: QoS) -> Result<(), AckError> {
-        let unknown = AckError::UnknownPacketId(pid);
-        let index = PacketId::new(pid)
-            .and_then(|pid| self.inflight_index(pid))
-            .filter(|&i| {
-                let e = &self.inflight[i];
-                e.stage == stage && e.pending.plan.qos == qos
-            })
-            .ok_or(unknown)?;
-        self.inflight.drain(index..=index);
-        Ok(())
+    /// Ends the inflight flow of `pid` if it is at `stage` with `qos`.
+    fn end_inflight(
+        &mut self,
+        pid: PacketId,
+        stage: InflightStage,
+        qos: QoS,
+    ) -> Result<(), AckError> {
+        let ended = self
+            .inflight
+            .end_if(pid, |e| e.stage == stage && e.pending.plan.qos == qos);
+        ended
+            .then_some(())
+            .ok_or(AckError::UnknownPacketId(pid.get()))
     }
 
     /// PUBACK: the QoS 1 flow ends ([MQTT-4.3.2-4]... the id is free again).
@@ -559,7 +483,7 @@ impl SessionState {
         now: Instant,
         out: &mut BytesMut,
     ) -> Result<(), AckError> {
-        self.end_inflight(pid.get(), InflightStage::AwaitAck, QoS::AtLeastOnce)?;
+        self.end_inflight(pid, InflightStage::AwaitAck, QoS::AtLeastOnce)?;
         self.pump(now, out);
         Ok(())
     }
@@ -574,23 +498,26 @@ impl SessionState {
         out: &mut BytesMut,
     ) -> Result<(), AckError> {
         let version = self.peer.map_or(ProtocolVersion::V5, |p| p.version);
-        let index = self
-            .inflight_index(pid)
-            .filter(|&i| self.inflight[i].pending.plan.qos == QoS::ExactlyOnce);
-        let Some(index) = index else {
-            if version.is_v5() {
-                let mut rel = PubRel::new(pid);
-                rel.reason = PubRelReasonCode::PacketIdentifierNotFound;
-                encode_infallible(&Packet::PubRel(rel), version, out);
+        match self.inflight.get_mut(pid) {
+            Some(entry) if entry.pending.plan.qos == QoS::ExactlyOnce => {
+                if !failed {
+                    entry.stage = InflightStage::AwaitComplete;
+                }
             }
-            return Err(AckError::UnknownPacketId(pid.get()));
-        };
+            _ => {
+                if version.is_v5() {
+                    let mut rel = PubRel::new(pid);
+                    rel.reason = PubRelReasonCode::PacketIdentifierNotFound;
+                    encode_infallible(&Packet::PubRel(rel), version, out);
+                }
+                return Err(AckError::UnknownPacketId(pid.get()));
+            }
+        }
         if failed {
-            self.inflight.remove(index);
+            self.inflight.end_if(pid, |_| true);
             self.pump(now, out);
             return Ok(());
         }
-        self.inflight[index].stage = InflightStage::AwaitComplete;
         write_pubrel(version, pid, out);
         Ok(())
     }
@@ -602,7 +529,7 @@ impl SessionState {
         now: Instant,
         out: &mut BytesMut,
     ) -> Result<(), AckError> {
-        self.end_inflight(pid.get(), InflightStage::AwaitComplete, QoS::ExactlyOnce)?;
+        self.end_inflight(pid, InflightStage::AwaitComplete, QoS::ExactlyOnce)?;
         self.pump(now, out);
         Ok(())
     }
@@ -717,17 +644,15 @@ mod tests {
         );
     }
 
-    /// Acknowledgements in any order find their entries (binary search
-    /// while ids run in order), and an id stuck at the front through a
-    /// full lap of the 65,535 ids is skipped, never reused while its flow
-    /// is open ([MQTT-2.2.1-3]); after the lap acknowledgements are still
-    /// found (by scan).
+    /// Acknowledgements in any order end their flows through the session
+    /// (the window's own tests, in `inflight.rs`, cover the id lap).
     #[test]
-    fn inflight_ids_stay_unique_and_found_in_any_ack_order() {
+    fn acknowledgements_in_any_order_end_their_flows() {
         let now = Instant::now();
         let limits = SessionLimits {
             max_queued: 100_000,
             write_buffer_cap: usize::MAX,
+            max_inflight_v5: u16::MAX,
             ..SessionLimits::default()
         };
         let mut s = SessionState::new(limits);
@@ -740,6 +665,7 @@ mod tests {
         for _ in 0..1000 {
             send(&mut s, QoS::AtLeastOnce, now, &mut out);
         }
+        assert_eq!(s.inflight_len(), 1000);
         out.clear();
         for pid in (501..=1000).rev() {
             puback(&mut s, pid, &mut out).unwrap();
@@ -755,25 +681,6 @@ mod tests {
             puback(&mut s, 7, &mut out),
             Err(AckError::UnknownPacketId(7))
         );
-
-        // Id 1001 stays unacknowledged while 65,534 others come and go.
-        send(&mut s, QoS::AtLeastOnce, now, &mut out);
-        let stuck = s.inflight[0].pid.get();
-        for _ in 0..65_534 {
-            send(&mut s, QoS::AtLeastOnce, now, &mut out);
-            let pid = s.inflight[1].pid.get();
-            assert_ne!(pid, stuck);
-            puback(&mut s, pid, &mut out).unwrap();
-            out.clear();
-        }
-        // The lap is complete: the next id would be the stuck one.
-        send(&mut s, QoS::AtLeastOnce, now, &mut out);
-        let after_lap = s.inflight[1].pid.get();
-        assert_ne!(after_lap, stuck, "an open flow's id was reused");
-        assert_eq!(after_lap, stuck + 1);
-        puback(&mut s, after_lap, &mut out).unwrap();
-        puback(&mut s, stuck, &mut out).unwrap();
-        assert_eq!(s.inflight_len(), 0);
     }
 
     /// The window is a 5.0 client's Receive Maximum, not the 3.x
