@@ -1085,7 +1085,7 @@ mod catch_up_tests {
         }
     }
 
-    fn caught_up(core: &Core) -> Vec<String> {
+    pub(super) fn caught_up(core: &Core) -> Vec<String> {
         core.outboxes[0]
             .take_batch()
             .into_iter()
@@ -1125,7 +1125,7 @@ mod catch_up_tests {
 #[cfg(test)]
 mod limit_tests {
     use super::*;
-    use crate::codec::{Publish, QoS, QosPid, WillProperties};
+    use crate::codec::{Publish, QoS, QosPid};
     use bytes::Bytes;
 
     /// Core 1 of 2, after `adjust` has changed the configuration.
@@ -1240,17 +1240,7 @@ mod limit_tests {
             since: Some(t0),
         };
         core.dispatch(subscribe, t0);
-        let caught: Vec<String> = core.outboxes[0]
-            .take_batch()
-            .into_iter()
-            .filter_map(|msg| match msg {
-                CoreMsg::SharedDeliver { message, .. } => {
-                    Some(message.template.topic().as_str().to_string())
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(caught, ["k/refused"]);
+        assert_eq!(super::catch_up_tests::caught_up(&core), ["k/refused"]);
     }
 
     fn session(core: &Core, id: &str) -> SessionKey {
@@ -1288,13 +1278,7 @@ mod limit_tests {
             .get_mut(old)
             .unwrap()
             .pending_will = Some(Box::new((
-            Will {
-                topic: TopicName::try_from("w").unwrap(),
-                payload: Bytes::from_static(b"bye"),
-                qos: QoS::AtMostOnce,
-                retain: false,
-                properties: WillProperties::default(),
-            },
+            super::super::sessions::tests::will(),
             t0 + std::time::Duration::from_secs(60),
         )));
         core.evict_offline_sessions(t0);

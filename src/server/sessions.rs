@@ -441,7 +441,7 @@ impl Sessions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::broker::session::SessionLimits;
     use crate::codec::{QoS, TopicName, WillProperties};
@@ -459,7 +459,7 @@ mod tests {
         }
     }
 
-    fn will() -> Will {
+    pub(crate) fn will() -> Will {
         Will {
             topic: TopicName::try_from("w").unwrap(),
             payload: Bytes::from_static(b"bye"),
