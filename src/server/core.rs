@@ -210,19 +210,10 @@ impl Core {
         }
     }
 
-    /// Wakes a served connection to write what its session now has.
-    pub fn wake(&self, link: &ConnLink) {
-        link.notify.notify();
-    }
-
-    /// Closes a served connection with `reason` (takeover, shutdown).
-    pub fn kill(&self, link: &ConnLink, reason: DisconnectReasonCode) {
-        link.kill(reason);
-    }
-
-    /// Gives the session's connection a link if it is parked, resuming it,
-    /// and returns the link (`None` when the session is offline).
-    fn live_link<'s>(&self, slot: &'s mut SessionSlot) -> Option<&'s Rc<ConnLink>> {
+    /// Gives the session's connection a link if it is parked, and has it
+    /// resumed, so that it can be written to or killed now through
+    /// [`SessionSlot::link`].
+    fn unpark(&self, slot: &mut SessionSlot) {
         if let Presence::Parked(id) = slot.presence {
             // The lot hands this link to the task that resumes the
             // connection, even if the slot is gone by then (a takeover
@@ -233,13 +224,16 @@ impl Core {
             }
             slot.presence = Presence::Live(link);
         }
-        slot.link()
     }
 
     /// The link a connection taken out of the parking lot is served with:
     /// the one a delivery or kill made for it, or a new one its session
     /// now writes to.
-    pub fn link_for_resumed(&self, parked: &super::parking::Parked) -> Rc<ConnLink> {
+    pub fn link_for_resumed(
+        &self,
+        id: super::parking::ParkId,
+        parked: &super::parking::Parked,
+    ) -> Rc<ConnLink> {
         if let Some(link) = &parked.link {
             return link.clone();
         }
@@ -250,7 +244,7 @@ impl Core {
             .session_key
             .and_then(|key| sessions.get_mut(key))
         {
-            if matches!(slot.presence, Presence::Parked(_)) {
+            if matches!(slot.presence, Presence::Parked(p) if p == id) {
                 slot.presence = Presence::Live(link.clone());
             }
         }
@@ -670,14 +664,18 @@ impl Core {
         // batches, its peers' publishers stop reading). The configured
         // bound and drop policy apply to QoS 0, to slow consumers and to
         // offline sessions.
-        let link = self.live_link(slot).cloned();
+        self.unpark(slot);
+        let link = match &slot.presence {
+            Presence::Live(link) => Some(link),
+            _ => None,
+        };
         let reading = link.as_ref().is_some_and(|link| !link.is_slow());
         let bound = if unbounded || (reading && plan.qos != QoS::AtMostOnce) {
             QueueBound::Unbounded
         } else {
             QueueBound::Configured
         };
-        match &link {
+        match link {
             Some(link) => {
                 // Retained messages sent on subscribe are not latency samples.
                 let sample = !plan.retain && self.telemetry.sampling();
@@ -689,7 +687,7 @@ impl Core {
                     if sample {
                         link.stamps.push(message.received_at);
                     }
-                    self.wake(link);
+                    link.notify.notify();
                 }
                 let (out_len, queued) = (out.len(), slot.state.queued_len());
                 drop(out);
@@ -871,11 +869,12 @@ impl Core {
             return;
         }
         let session = slot.map(|(key, mut slot)| {
-            if let Some(link) = self.live_link(&mut slot) {
+            self.unpark(&mut slot);
+            if let Some(link) = slot.link() {
                 // [MQTT-3.1.4-3]: the existing connection is closed, 5.0
                 // clients with DISCONNECT 0x8E.
                 link.session_ended.set(clean_start);
-                self.kill(link, DisconnectReasonCode::SessionTakenOver);
+                link.kill(DisconnectReasonCode::SessionTakenOver);
             }
             for filter in slot.state.subscriptions.keys() {
                 self.remove_subscription(key, filter);
@@ -1036,8 +1035,9 @@ impl Core {
         let mut sessions = self.sessions.borrow_mut();
         for key in sessions.online_keys() {
             if let Some(slot) = sessions.get_mut(key) {
-                if let Some(link) = self.live_link(slot) {
-                    self.kill(link, reason);
+                self.unpark(slot);
+                if let Some(link) = slot.link() {
+                    link.kill(reason);
                 }
             }
         }

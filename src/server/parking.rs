@@ -314,7 +314,7 @@ pub async fn resume_queued(core: Rc<Core>) {
         for id in ids {
             let parked = core.parking.borrow_mut().take(id);
             if let Some(parked) = parked {
-                let link = core.link_for_resumed(&parked);
+                let link = core.link_for_resumed(id, &parked);
                 glommio::spawn_local(super::conn::resume(core.clone(), parked, link)).detach();
             }
         }

@@ -188,7 +188,7 @@ pub enum Presence {
     Live(Rc<ConnLink>),
     /// Parked while idle (see `parking.rs`). No link is kept, so an idle
     /// connection holds no heap allocation of its own: the first delivery
-    /// or kill makes one (`Core::live_link`) and resumes the task.
+    /// or kill makes one (`Core::unpark`) and resumes the task.
     Parked(ParkId),
 }
 
