@@ -8,14 +8,11 @@
 //! socket, timers, routing, or subscriptions (the runtime keeps those in the
 //! trie replicas and in [`SessionState::subscriptions`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU16;
 use std::time::Instant;
 
 use ahash::AHashMap;
-
-/// A hash set with ahash's fixed keys: no per-set seed to store.
-type FixedHashSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<ahash::AHasher>>;
 use bytes::BytesMut;
 
 use super::inflight::{InflightStage, InflightWindow};
@@ -181,10 +178,9 @@ pub struct SessionState {
     /// Outbound QoS 1/2 messages awaiting acknowledgement, oldest first.
     inflight: InflightWindow<Pending>,
     queue: VecDeque<Pending>,
-    /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL. A fixed
-    /// hasher (half the size of a seeded one): the keys are at most Receive
-    /// Maximum packet ids, nothing to flood.
-    inbound_qos2: FixedHashSet<u16>,
+    /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL (no seed
+    /// stored per set, as for the subscriptions below).
+    inbound_qos2: HashSet<u16, ProcessSeeded>,
     /// The session's subscriptions, so they survive a reconnect and can be
     /// re-registered when the session moves between cores.
     pub subscriptions: HashMap<TopicFilter, SubscriptionEntry, ProcessSeeded>,
@@ -203,7 +199,7 @@ impl SessionState {
             peer: None,
             inflight: InflightWindow::default(),
             queue: VecDeque::new(),
-            inbound_qos2: FixedHashSet::default(),
+            inbound_qos2: HashSet::default(),
             subscriptions: HashMap::default(),
             drops: DropCounts::default(),
             out_aliases: None,
