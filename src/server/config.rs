@@ -178,6 +178,19 @@ pub struct ExecutorSettings {
     /// core's epoll set watches its socket, so it keeps about 660 bytes of state
     /// instead of about 3 KB (benches/RESULTS.md). 0 never parks.
     pub park_idle_after_ms: u64,
+    /// Milliseconds between reviews of which live connections are fed
+    /// mostly by one other core: one fed four in five of its messages by
+    /// the same other core in two reviews in a row moves there, socket
+    /// and session, unnoticed by the client (a cross-core hop costs a
+    /// wake-up of the other core). 0 turns moving off.
+    pub follow_interval_ms: u64,
+    /// A connection is reviewed once it received this many messages in an
+    /// interval.
+    pub follow_min_messages: u16,
+    /// Moves happen only while both cores were less busy than this, in
+    /// percent of one CPU, over the last two intervals: under load,
+    /// connections stay spread over the cores.
+    pub follow_max_load_pct: u8,
 }
 
 impl Default for ExecutorSettings {
@@ -188,7 +201,25 @@ impl Default for ExecutorSettings {
             mailbox_capacity: 256,
             pin: true,
             park_idle_after_ms: 200,
+            follow_interval_ms: 500,
+            follow_min_messages: 64,
+            follow_max_load_pct: 50,
         }
+    }
+}
+
+impl ExecutorSettings {
+    /// How cores follow publishers, or None when off (or with more cores
+    /// than a connection's tally can name).
+    pub fn follow(&self, ncores: usize) -> Option<super::affinity::FollowSettings> {
+        (self.follow_interval_ms > 0 && (2..255).contains(&ncores)).then(|| {
+            super::affinity::FollowSettings {
+                interval: std::time::Duration::from_millis(self.follow_interval_ms),
+                min_messages: self.follow_min_messages.max(1),
+                max_load_permille: u64::from(self.follow_max_load_pct.min(100)) * 10,
+                max_moves: 64,
+            }
+        })
     }
 }
 

@@ -64,6 +64,8 @@ enum Ended {
     Closed,
     /// Idle: handed to the core's parking lot, to be resumed by a new task.
     Parked,
+    /// Quiet and asked to move: to be handed to this core.
+    Moving(usize),
 }
 
 /// Serves an accepted `stream` until it closes or parks. (Not `async`: the
@@ -108,13 +110,77 @@ pub fn resume(core: Rc<Core>, parked: Parked, link: Rc<ConnLink>) -> impl Future
     run(core, stream, task)
 }
 
+/// Serves a connection that moved here from another core, with the
+/// session already installed under `key`.
+pub fn serve_adopted(core: Rc<Core>, moved: super::migrate::ToServe) -> impl Future<Output = ()> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let super::migrate::ToServe { adoption, link, .. } = moved;
+    let adoption = *adoption;
+    // SAFETY: the descriptor is the connected TCP socket the old core
+    // handed over; ownership moves to the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(adoption.fd.into_raw_fd()) };
+    let task = ConnTask {
+        conn: adoption.conn,
+        link,
+        input: adoption.input,
+        peer: adoption.peer,
+        // Only a connected client moves: the connect timeout is over.
+        accepted_at: Instant::now(),
+        client_id: Some(adoption.client_id),
+    };
+    run(core, stream, task)
+}
+
 async fn run(core: Rc<Core>, mut stream: TcpStream, mut task: ConnTask) {
     match serve_until_closed_or_idle(&core, &mut stream, &mut task).await {
         Ended::Closed => {
             core.connection_ended();
         }
         Ended::Parked => park(&core, stream, task),
+        Ended::Moving(target) => move_away(&core, stream, task, target),
     }
+}
+
+/// Hands a quiet connection to core `target` (see `migrate.rs`): the
+/// socket (a duplicate descriptor), the protocol state and the session
+/// go; this task's stream is dropped. If that cannot be done the
+/// connection is served on here by a new task.
+fn move_away(core: &Rc<Core>, stream: TcpStream, task: ConnTask, target: usize) {
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+    task.link.cancel_move();
+    // SAFETY: dup has no memory preconditions; the result is checked.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        glommio::spawn_local(run(core.clone(), stream, task)).detach();
+        return;
+    }
+    drop(stream);
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ConnTask {
+        conn,
+        link,
+        input,
+        peer,
+        accepted_at,
+        client_id,
+    } = task;
+    if let Err(back) = super::migrate::send_away(core, fd, conn, input, peer, target) {
+        let (fd, conn, input) = *back;
+        // SAFETY: as in `resume`: a connected socket, owned from here on.
+        let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+        let task = ConnTask {
+            conn,
+            link,
+            input,
+            peer,
+            accepted_at,
+            client_id,
+        };
+        glommio::spawn_local(run(core.clone(), stream, task)).detach();
+        return;
+    }
+    link.release_buffers();
 }
 
 /// Moves an idle connection into the core's parking lot: the socket is
@@ -232,6 +298,16 @@ async fn serve_until_closed_or_idle(
         if has_output(core, link, key) {
             if let Err(error) = Box::pin(flush(core, stream, link, key)).await {
                 break lost(conn, &error.to_string());
+            }
+        }
+        if let Some(target) = link.move_requested() {
+            // Quiet: every whole packet read is handled and everything
+            // produced is written; what is in flight is session state.
+            if key.is_some() && link.killed().is_none() && !has_output(core, link, key) {
+                return Ended::Moving(target);
+            }
+            if link.killed().is_some() {
+                link.cancel_move();
             }
         }
         release_if_empty(input);

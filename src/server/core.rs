@@ -150,6 +150,14 @@ pub struct Core {
     /// Messages this core routed lately (at most [`RECENT_CAP`], none older
     /// than [`RECENT_WINDOW`]), for [`Core::catch_up`].
     recent: RefCell<VecDeque<Message>>,
+    /// Following publishers (`affinity.rs`); None when off.
+    pub follow: Option<super::affinity::FollowSettings>,
+    /// The current review interval, and the live connections due for
+    /// review at its end.
+    pub follow_epoch: Cell<u8>,
+    pub follow_candidates: RefCell<Vec<SessionKey>>,
+    /// Connections moving between cores (`migrate.rs`).
+    pub migrations: RefCell<super::migrate::Migrations>,
 }
 
 /// How many recently routed messages a core keeps for subscriptions that
@@ -207,6 +215,10 @@ impl Core {
                 .collect(),
             plans: RefCell::new(Vec::new()),
             recent: RefCell::new(VecDeque::new()),
+            follow: config.executor.follow(ncores),
+            follow_epoch: Cell::new(0),
+            follow_candidates: RefCell::new(Vec::new()),
+            migrations: RefCell::new(super::migrate::Migrations::default()),
         }
     }
 
@@ -272,6 +284,22 @@ impl Core {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         id
+    }
+
+    /// A claim ticket, unique on this core.
+    pub fn next_ticket(&self) -> u64 {
+        self.next_id()
+    }
+
+    /// The home core's side of a move: `from` handed the client id to `to`,
+    /// unless a later claim already owns it.
+    pub fn reown(&self, client_id: &MqttStr, from: Claimant, to: Claimant) {
+        let mut directory = self.directory.borrow_mut();
+        if let Some(owner) = directory.get_mut(client_id.as_bytes()) {
+            if *owner == from {
+                *owner = to;
+            }
+        }
     }
 
     /// Sends `msg` to core `to` (itself included), in FIFO order per pair.
@@ -414,9 +442,11 @@ impl Core {
                 if let Some(since) = since {
                     self.catch_up(key, &filter, &entry, since);
                 }
+                super::migrate::subscription_changed(self, key, &filter);
                 self.trie.borrow_mut().insert(&filter, key, entry);
             }
             CoreMsg::Unsubscribe { key, filter } => {
+                super::migrate::subscription_changed(self, key, &filter);
                 self.trie.borrow_mut().remove(&filter, key);
             }
             CoreMsg::Retain { topic, message } => self.apply_retain(&topic, message),
@@ -475,6 +505,21 @@ impl Core {
                     directory.remove(client_id.as_bytes());
                 }
             }
+            CoreMsg::Adopt(adoption) => super::migrate::adopt(self, adoption),
+            CoreMsg::Rekey { old, new, filters } => super::migrate::rekey(self, old, new, filters),
+            CoreMsg::RekeyMarker { old } => super::migrate::marker(self, old),
+            CoreMsg::Forwarded { old, message, plan } => {
+                super::migrate::forwarded(self, old, &message, plan, now)
+            }
+            CoreMsg::ForwardingDone { old, new } => {
+                super::migrate::forwarding_done(self, old, new, now)
+            }
+            CoreMsg::Reowned {
+                client_id,
+                from,
+                to,
+            } => super::migrate::reowned(self, client_id, from, to),
+            CoreMsg::ReownedAck { client_id } => super::migrate::reowned_ack(self, &client_id),
         }
     }
 
@@ -630,7 +675,29 @@ impl Core {
 
     /// Hands one message to one local session.
     pub fn deliver_to(&self, key: SessionKey, message: &Message, plan: DeliveryPlan, now: Instant) {
+        if self.held(key, message, &plan) {
+            return;
+        }
         self.deliver_with(key, message, plan, now, false);
+    }
+
+    /// Hands a session that just moved here a message that took the old
+    /// path (see `migrate.rs`): not held.
+    pub fn deliver_forwarded(
+        &self,
+        key: SessionKey,
+        message: &Message,
+        plan: DeliveryPlan,
+        now: Instant,
+    ) {
+        self.deliver_with(key, message, plan, now, false);
+    }
+
+    /// Whether `key` just moved here and its deliveries wait for the old
+    /// path to drain; if so, `message` waits with them.
+    fn held(&self, key: SessionKey, message: &Message, plan: &DeliveryPlan) -> bool {
+        let mut migrations = self.migrations.borrow_mut();
+        migrations.is_holding() && migrations.hold(key, message, plan)
     }
 
     /// Hands a retained message to a session that just subscribed. These
@@ -643,6 +710,9 @@ impl Core {
         plan: DeliveryPlan,
         now: Instant,
     ) {
+        if self.held(key, message, &plan) {
+            return;
+        }
         self.deliver_with(key, message, plan, now, true);
     }
 
@@ -656,6 +726,14 @@ impl Core {
     ) {
         let mut sessions = self.sessions.borrow_mut();
         let Some(slot) = sessions.get_mut(key) else {
+            drop(sessions);
+            // Routed to a session that just moved to another core.
+            let to = self.migrations.borrow().forward_to(key);
+            if let Some(to) = to {
+                let old = key;
+                let message = message.clone();
+                self.send(to, CoreMsg::Forwarded { old, message, plan });
+            }
             return;
         };
         // A QoS 1/2 message for a subscriber that is reading is never
@@ -677,6 +755,16 @@ impl Core {
         };
         match link {
             Some(link) => {
+                if let (Some(follow), Some(origin)) = (&self.follow, message.origin) {
+                    if !unbounded {
+                        let mut feed = link.feed.get();
+                        let epoch = self.follow_epoch.get();
+                        if feed.record(origin.core as u8, epoch, follow.min_messages) {
+                            self.follow_candidates.borrow_mut().push(key);
+                        }
+                        link.feed.set(feed);
+                    }
+                }
                 // Retained messages sent on subscribe are not latency samples.
                 let sample = !plan.retain && self.telemetry.sampling();
                 let mut out = link.out.borrow_mut();
@@ -858,6 +946,20 @@ impl Core {
     /// The previous owner's side of a takeover.
     fn evict(&self, client_id: &MqttStr, claimant: Claimant, clean_start: bool, now: Instant) {
         let slot = self.sessions.borrow_mut().remove_by_client(client_id);
+        let moved_to = self.migrations.borrow().moved_to(client_id);
+        if let (None, Some(to)) = (&slot, moved_to) {
+            // The session moved cores before its home core learnt of it.
+            let client_id = client_id.clone();
+            self.send(
+                to,
+                CoreMsg::Evict {
+                    client_id,
+                    claimant,
+                    clean_start,
+                },
+            );
+            return;
+        }
         if slot.is_none() && self.installing.borrow().contains_key(client_id) {
             // The owner won its claim but has not installed its session yet
             // (its Handover and this Evict can arrive in one batch): evict

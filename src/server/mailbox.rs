@@ -99,6 +99,40 @@ pub enum CoreMsg {
         client_id: MqttStr,
         owner: Claimant,
     },
+    /// A live connection and its session, moving to the receiving core
+    /// (see `migrate.rs` for this and the messages below).
+    Adopt(Box<super::migrate::Adoption>),
+    /// From the adopting core: the session `old` is now `new`.
+    Rekey {
+        old: SessionKey,
+        new: SessionKey,
+        filters: Vec<(TopicFilter, SubscriptionEntry)>,
+    },
+    /// To the old core: the sender has switched from `old`.
+    RekeyMarker {
+        old: SessionKey,
+    },
+    /// From the old core: a message routed to `old`, for its new key.
+    Forwarded {
+        old: SessionKey,
+        message: Message,
+        plan: crate::broker::message::DeliveryPlan,
+    },
+    /// From the old core: nothing more will be forwarded for `old`.
+    ForwardingDone {
+        old: SessionKey,
+        new: SessionKey,
+    },
+    /// To the home core: the owner of a client id moved cores.
+    Reowned {
+        client_id: MqttStr,
+        from: Claimant,
+        to: Claimant,
+    },
+    /// From the home core to the old owner: it knows of the move.
+    ReownedAck {
+        client_id: MqttStr,
+    },
 }
 
 /// The messages waiting to go to one peer core.

@@ -611,6 +611,20 @@ pub fn collect(hub: &StatsHub, latest: &Latest) -> Vec<Family> {
     );
     b.per_core(
         hub,
+        "vane_connections_moved_total",
+        "Live connections this core handed, with their sessions, to the core that publishes to them (executor.follow_interval_ms).",
+        Kind::Counter,
+        |s| s.connections_moved_out.get(),
+    );
+    b.per_core(
+        hub,
+        "vane_core_busy_permille",
+        "Thousandths of a CPU the core was busy, the higher of its last two follow intervals (0 when following is off).",
+        Kind::Gauge,
+        |s| s.busy_permille.get(),
+    );
+    b.per_core(
+        hub,
         "vane_connections_accepted_total",
         "TCP connections accepted.",
         Kind::Counter,

@@ -7,12 +7,14 @@
 //! sweeper), and turning kernel limits into one clear error line. Does not
 //! own: protocol logic (`crate::broker`) or routing (`core.rs`).
 
+mod affinity;
 pub mod config;
 mod conn;
 mod core;
 mod http;
 mod mailbox;
 mod metrics;
+mod migrate;
 mod notify;
 mod parking;
 mod sessions;
@@ -270,6 +272,13 @@ async fn run_core(
             }
             tracing::trace!(core = core.id, peer, "mesh channel closed");
         }));
+    }
+    if let Some(follow) = core.follow {
+        tasks.push(glommio::spawn_local(affinity::run(
+            core.clone(),
+            hub.cores.clone(),
+            follow,
+        )));
     }
     let sweeper = glommio::spawn_local(sweep(core.clone()));
     if id == 0 && config.stats.sys_interval > 0 {

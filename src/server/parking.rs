@@ -310,6 +310,10 @@ pub async fn run(core: Rc<Core>) {
 pub async fn resume_queued(core: Rc<Core>) {
     loop {
         core.resume_ready.notified().await;
+        let adopted = std::mem::take(&mut core.migrations.borrow_mut().to_serve);
+        for moved in adopted {
+            glommio::spawn_local(super::conn::serve_adopted(core.clone(), moved)).detach();
+        }
         let ids = std::mem::take(&mut *core.to_resume.borrow_mut());
         for id in ids {
             let parked = core.parking.borrow_mut().take(id);

@@ -86,6 +86,11 @@ pub struct ConnLink {
     /// Bytes written to the client so far: whether a consumer over its
     /// mark is still reading (see `Core::wait_for_consumers`).
     written: Cell<u64>,
+    /// Where its deliveries come from (see `affinity.rs`).
+    pub feed: Cell<super::affinity::Feed>,
+    /// The core the connection has been asked to move to (see
+    /// `migrate.rs`).
+    moving: Cell<Option<u16>>,
 }
 
 impl ConnLink {
@@ -98,6 +103,27 @@ impl ConnLink {
         for waker in self.drain_waiters.borrow_mut().drain(..) {
             waker.wake();
         }
+    }
+
+    /// Asks the connection's task to hand it to core `target` at its next
+    /// quiet point. False if it is being closed or already moving.
+    pub fn request_move(&self, target: usize) -> bool {
+        if self.killed.get().is_some() || self.moving.get().is_some() {
+            return false;
+        }
+        self.moving.set(Some(target as u16));
+        self.notify.notify();
+        true
+    }
+
+    /// The core the connection should move to, if asked.
+    pub fn move_requested(&self) -> Option<usize> {
+        self.moving.get().map(usize::from)
+    }
+
+    /// Drops a move request the task could not carry out.
+    pub fn cancel_move(&self) {
+        self.moving.set(None);
     }
 
     /// Whether nothing waits on this connection: no publisher held back

@@ -222,6 +222,11 @@ pub struct CoreStats {
     pub loop_lag_max_ns: Counter,
     /// 1 while the core's accept loop runs.
     pub accepting: Counter,
+    /// Live connections this core handed to another (see `migrate.rs`).
+    pub connections_moved_out: Counter,
+    /// Thousandths of one CPU the core was busy, the higher of its last
+    /// two follow intervals (see `affinity.rs`; 0 while following is off).
+    pub busy_permille: Counter,
     /// When the core last ticked, in milliseconds since the broker started.
     pub last_tick_ms: Counter,
 }
@@ -266,6 +271,8 @@ impl Default for CoreStats {
             loop_lag_ns: Counter::default(),
             loop_lag_max_ns: Counter::default(),
             accepting: Counter::default(),
+            connections_moved_out: Counter::default(),
+            busy_permille: Counter::default(),
             last_tick_ms: Counter::default(),
         }
     }

@@ -1,0 +1,381 @@
+//! Moving a live connection, with its session, from one core to another
+//! without losing, duplicating or reordering a message (see `affinity.rs`
+//! for when).
+//!
+//! The connection's socket stays open: its task on the old core stops at a
+//! quiet point (everything buffered handled, everything produced written)
+//! and hands a duplicate of the descriptor, the protocol state and the
+//! session to the new core, which serves it from there. The client sees
+//! nothing. Every other core's replica then switches the subscriptions from
+//! the old session key to the new one, and until every core has switched,
+//! messages still routed to the old key reach the new core through the old
+//! one, in order:
+//!
+//! ```text
+//!  old core B                      new core A                  other core X
+//!  task stops, slot removed,
+//!  old key K forwards to A
+//!   |--- Adopt(fd, conn, session) ->| installs K', serves the
+//!   |                               | socket; its replica K -> K';
+//!   |                               | K' deliveries are held
+//!   |<-- Rekey(K, K') --------------|--- Rekey(K, K') ---------->| K -> K'
+//!   |<----------------------------------------- Marker(K) ------|
+//!   |  (everything X routed to K before switching came first)
+//!   |  B's replica K -> K'
+//!   |--- Forwarded(K, msg) ... ---->| delivered at once
+//!   |--- ForwardingDone(K') ------->| held deliveries follow
+//!   |                               |--- Reowned(id, B#t -> A#t') -> home core
+//! ```
+//! Mesh channels are FIFO per pair of cores, so every message for `K` that
+//! a core routed before it switched reaches B before that core's marker
+//! (A's own marker is its `Rekey`), and B forwards it to A before it sends
+//! `ForwardingDone`. A delivers what came directly to `K'` only after that:
+//! per publisher, the old path's messages all come first.
+//!
+//! The client id's home core learns the new owner from `Reowned`. An
+//! `Evict` it sent to B before that (a takeover racing the move) is
+//! forwarded by B to A, which holds the session by then; B forgets the id
+//! once the home core acknowledges.
+//!
+//! Owns: the forwarding, holding and hand-over bookkeeping of moves in
+//! progress. Does not own: deciding to move (`affinity.rs`) or serving the
+//! socket (`conn.rs`).
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use ahash::AHashMap;
+use bytes::BytesMut;
+
+use crate::broker::connection::Connection;
+use crate::broker::message::{DeliveryPlan, Message, SessionKey, SubscriptionEntry};
+use crate::broker::session::SessionState;
+use crate::codec::{MqttStr, TopicFilter};
+
+use super::core::{home_core, Core};
+use super::mailbox::{Claimant, CoreMsg};
+use super::sessions::{ConnLink, Presence, SessionSlot, StoredId};
+
+/// A connection and its session on their way to another core.
+#[derive(Debug)]
+pub struct Adoption {
+    pub fd: OwnedFd,
+    pub conn: Connection,
+    /// Bytes read but not yet a whole packet.
+    pub input: BytesMut,
+    pub peer: SocketAddr,
+    pub client_id: StoredId,
+    /// The claim the session held on the old core.
+    pub owner: Claimant,
+    pub state: SessionState,
+    pub expiry: u32,
+    pub old_key: SessionKey,
+}
+
+/// On the core a connection left: where messages for its old key go.
+struct Forwarding {
+    to: usize,
+    /// The new key, once the adopting core's `Rekey` has arrived.
+    new_key: Option<SessionKey>,
+    /// The subscriptions that move from the old key to the new one here.
+    filters: Vec<(TopicFilter, SubscriptionEntry)>,
+    /// Markers still expected from cores other than the two.
+    markers_left: usize,
+}
+
+/// A connection adopted from another core, to be served by a new task.
+pub struct ToServe {
+    pub adoption: Box<Adoption>,
+    pub link: Rc<ConnLink>,
+}
+
+/// Moves in progress on one core.
+#[derive(Default)]
+pub struct Migrations {
+    forwarding: AHashMap<SessionKey, Forwarding>,
+    /// Client ids that left this core, and where to, until their home core
+    /// has acknowledged the new owner.
+    moved_ids: AHashMap<StoredId, usize>,
+    /// On the adopting core: old key to new key, for forwarded messages.
+    adopted: AHashMap<SessionKey, SessionKey>,
+    /// New keys whose other deliveries wait for `ForwardingDone`.
+    holding: AHashMap<SessionKey, Vec<(Message, DeliveryPlan)>>,
+    pub to_serve: Vec<ToServe>,
+}
+
+impl Migrations {
+    /// Whether deliveries to `key` are held; if so, `message` joins them.
+    pub fn hold(&mut self, key: SessionKey, message: &Message, plan: &DeliveryPlan) -> bool {
+        match self.holding.get_mut(&key) {
+            Some(held) => {
+                held.push((message.clone(), plan.clone()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_holding(&self) -> bool {
+        !self.holding.is_empty()
+    }
+
+    /// The core messages for a departed `key` go to.
+    pub fn forward_to(&self, key: SessionKey) -> Option<usize> {
+        self.forwarding.get(&key).map(|f| f.to)
+    }
+
+    /// Where a client id that left this core went, while its home core may
+    /// not know yet.
+    pub fn moved_to(&self, client_id: &MqttStr) -> Option<usize> {
+        self.moved_ids.get(client_id.as_bytes()).copied()
+    }
+}
+
+/// The old core's side: the connection's task has stopped at a quiet
+/// point and left `fd`. Removes the session, starts forwarding its key, and
+/// sends everything to `target`. Returns the pieces back if the session is
+/// gone (taken over meanwhile), for the caller to go on serving.
+pub fn send_away(
+    core: &Core,
+    fd: OwnedFd,
+    conn: Connection,
+    input: BytesMut,
+    peer: SocketAddr,
+    target: usize,
+) -> Result<(), Box<(OwnedFd, Connection, BytesMut)>> {
+    let Some(key) = conn.session_key else {
+        return Err(Box::new((fd, conn, input)));
+    };
+    let Some(slot) = core.sessions.borrow_mut().remove(key) else {
+        return Err(Box::new((fd, conn, input)));
+    };
+    let filters = slot
+        .state
+        .subscriptions
+        .iter()
+        .map(|(f, e)| (f.clone(), *e))
+        .collect();
+    {
+        let mut migrations = core.migrations.borrow_mut();
+        migrations.forwarding.insert(
+            key,
+            Forwarding {
+                to: target,
+                new_key: None,
+                filters,
+                markers_left: core.ncores.saturating_sub(2),
+            },
+        );
+        migrations.moved_ids.insert(slot.client_id.clone(), target);
+    }
+    core.connection_ended();
+    core.stats.connections_current.dec();
+    core.stats.connections_moved_out.inc();
+    core.send(
+        target,
+        CoreMsg::Adopt(Box::new(Adoption {
+            fd,
+            conn,
+            input,
+            peer,
+            client_id: slot.client_id,
+            owner: slot.owner,
+            state: slot.state,
+            expiry: slot.expiry,
+            old_key: key,
+        })),
+    );
+    Ok(())
+}
+
+/// The new core's side of `Adopt`: installs the session under a new key,
+/// switches this replica, tells every peer, and queues the connection to
+/// be served.
+pub fn adopt(core: &Core, mut adoption: Box<Adoption>) {
+    let link = Rc::new(ConnLink::default());
+    let owner = Claimant {
+        core: core.id,
+        ticket: core.next_ticket(),
+    };
+    let filters: Vec<(TopicFilter, SubscriptionEntry)> = adoption
+        .state
+        .subscriptions
+        .iter()
+        .map(|(f, e)| (f.clone(), *e))
+        .collect();
+    let state = std::mem::replace(&mut adoption.state, SessionState::new(core.session_limits));
+    let key = core.sessions.borrow_mut().insert(SessionSlot {
+        client_id: adoption.client_id.clone(),
+        owner,
+        state,
+        presence: Presence::Live(link.clone()),
+        expiry: adoption.expiry,
+        offline_since: None,
+        pending_will: None,
+    });
+    adoption.conn.session_key = Some(key);
+    let old = adoption.old_key;
+    {
+        let mut migrations = core.migrations.borrow_mut();
+        migrations.adopted.insert(old, key);
+        migrations.holding.insert(key, Vec::new());
+    }
+    {
+        let mut trie = core.trie.borrow_mut();
+        for (filter, entry) in &filters {
+            trie.remove(filter, old);
+            trie.insert(filter, key, *entry);
+        }
+    }
+    for peer in (0..core.ncores).filter(|&p| p != core.id) {
+        core.send(
+            peer,
+            CoreMsg::Rekey {
+                old,
+                new: key,
+                filters: filters.clone(),
+            },
+        );
+    }
+    let client_id = adoption.client_id.to_mqtt();
+    core.send(
+        home_core(client_id.as_bytes(), core.ncores),
+        CoreMsg::Reowned {
+            client_id,
+            from: adoption.owner,
+            to: owner,
+        },
+    );
+    core.open_connections.set(core.open_connections.get() + 1);
+    core.stats.connections_current.inc();
+    core.migrations
+        .borrow_mut()
+        .to_serve
+        .push(ToServe { adoption, link });
+    core.resume_ready.notify();
+}
+
+/// A peer's side of `Rekey`. The old core switches only once every other
+/// core has (see the module docs); any other core switches now and tells
+/// the old core so, behind what it routed to the old key.
+pub fn rekey(
+    core: &Core,
+    old: SessionKey,
+    new: SessionKey,
+    filters: Vec<(TopicFilter, SubscriptionEntry)>,
+) {
+    if usize::from(old.core) == core.id {
+        let done = {
+            let mut migrations = core.migrations.borrow_mut();
+            let Some(forwarding) = migrations.forwarding.get_mut(&old) else {
+                return;
+            };
+            forwarding.new_key = Some(new);
+            forwarding.markers_left == 0
+        };
+        if done {
+            finish_forwarding(core, old);
+        }
+        return;
+    }
+    {
+        let mut trie = core.trie.borrow_mut();
+        for (filter, entry) in &filters {
+            trie.remove(filter, old);
+            trie.insert(filter, new, *entry);
+        }
+    }
+    core.send(usize::from(old.core), CoreMsg::RekeyMarker { old });
+}
+
+/// The old core's side of a peer's marker.
+pub fn marker(core: &Core, old: SessionKey) {
+    let done = {
+        let mut migrations = core.migrations.borrow_mut();
+        let Some(forwarding) = migrations.forwarding.get_mut(&old) else {
+            return;
+        };
+        forwarding.markers_left = forwarding.markers_left.saturating_sub(1);
+        forwarding.markers_left == 0 && forwarding.new_key.is_some()
+    };
+    if done {
+        finish_forwarding(core, old);
+    }
+}
+
+/// Every core has switched: nothing more can arrive for `old`. Switches
+/// this replica last and tells the adopting core.
+fn finish_forwarding(core: &Core, old: SessionKey) {
+    let Some(forwarding) = core.migrations.borrow_mut().forwarding.remove(&old) else {
+        return;
+    };
+    let Some(new) = forwarding.new_key else {
+        return;
+    };
+    {
+        let mut trie = core.trie.borrow_mut();
+        for (filter, entry) in &forwarding.filters {
+            trie.remove(filter, old);
+            trie.insert(filter, new, *entry);
+        }
+    }
+    core.send(forwarding.to, CoreMsg::ForwardingDone { old, new });
+}
+
+/// A replica update for `key` reached the old core while it still routes
+/// by the old key: the moved session changed that subscription on its new
+/// core, so the old key's copy must not be switched over later.
+pub fn subscription_changed(core: &Core, key: SessionKey, filter: &TopicFilter) {
+    let mut migrations = core.migrations.borrow_mut();
+    if migrations.forwarding.is_empty() {
+        return;
+    }
+    for (old, forwarding) in migrations.forwarding.iter_mut() {
+        if forwarding.new_key == Some(key) {
+            forwarding.filters.retain(|(f, _)| f != filter);
+            core.trie.borrow_mut().remove(filter, *old);
+        }
+    }
+}
+
+/// The adopting core's side of `ForwardingDone`: what waited is delivered,
+/// after everything forwarded.
+pub fn forwarding_done(core: &Core, old: SessionKey, new: SessionKey, now: std::time::Instant) {
+    let held = {
+        let mut migrations = core.migrations.borrow_mut();
+        migrations.adopted.remove(&old);
+        migrations.holding.remove(&new).unwrap_or_default()
+    };
+    for (message, plan) in held {
+        core.deliver_forwarded(new, &message, plan, now);
+    }
+}
+
+/// The adopting core's side of `Forwarded`.
+pub fn forwarded(
+    core: &Core,
+    old: SessionKey,
+    message: &Message,
+    plan: DeliveryPlan,
+    now: std::time::Instant,
+) {
+    let new = core.migrations.borrow().adopted.get(&old).copied();
+    if let Some(new) = new {
+        core.deliver_forwarded(new, message, plan, now);
+    }
+}
+
+/// The home core's side of `Reowned`.
+pub fn reowned(core: &Core, client_id: MqttStr, from: Claimant, to: Claimant) {
+    core.reown(&client_id, from, to);
+    core.send(from.core, CoreMsg::ReownedAck { client_id });
+}
+
+/// The old core's side of `ReownedAck`.
+pub fn reowned_ack(core: &Core, client_id: &MqttStr) {
+    core.migrations
+        .borrow_mut()
+        .moved_ids
+        .remove(client_id.as_bytes());
+}
