@@ -87,6 +87,11 @@ for round in $(seq 1 "$ROUNDS"); do
             --cores "$LOADGEN_CORES" --warmup "$WARMUP" --duration "$DURATION" \
             --hdr-out "$OUT_DIR/$v-$round.hgrm" --json --quiet \
             >"$OUT_DIR/$v-$round.json" 2>"$OUT_DIR/$v-$round.txt" || true
+        if [ "$broker" = vane ] && [ -n "$BROKER_STATS_PORT" ]; then
+            # Connections handed to the core that feeds them (executor.follow_*).
+            http_get "$BROKER_STATS_PORT" /metrics 2>/dev/null |
+                awk '/^vane_connections_moved_total\{/ { s += $NF } END { print s + 0 }' >"$OUT_DIR/$v-$round.moved" || true
+        fi
         t1=$(cpu_ticks "$BROKER_PID")
         s1=$(sys_busy_ticks)
         p1=$(cpu_pressure_us)
@@ -121,6 +126,12 @@ for line in open(f"{out}/runs.tsv"):
         cores = {"one": "one", "two": "two"}.get(open(f"{out}/{v}-{rnd}.cores").read().strip(), "?")
     except OSError:
         cores = "-"
+    try:
+        moved = int(open(f"{out}/{v}-{rnd}.moved").read().strip() or 0)
+        if moved and cores == "two":
+            cores = "two, then one (moved)"
+    except (OSError, ValueError):
+        pass
     x = dict(v=v, round=int(rnd), load0=load0, load1=load1, ok=r is not None, cores=cores)
     if r:
         lat, d = r["delivery"]["latency"], r["delivery"]
@@ -156,7 +167,7 @@ for v in variants:
 print()
 print("Medians over the rounds, percentile by percentile. The last column compares the better Vane variant's median p99 with each peer's.")
 print()
-print("Every run (*clients on*: for Vane, whether the publisher and the subscriber were served by one executor or by two, read from /metrics during the run; *tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency; *other CPU*: what everything else on the machine used during the run, percent of one CPU; *CPU pressure*: share of the run's time in which some runnable task waited for a CPU (/proc/pressure/cpu), when recorded):")
+print("Every run (*clients on*: for Vane, whether the publisher and the subscriber were served by one executor or by two, read from /metrics as they connected, and *then one (moved)* where the subscriber or the publisher then moved to the other's core (vane_connections_moved_total); *tool lag p99*: how late the loadgen itself was in sending, before any broker wait; large values mean the machine, not the broker, added that latency; *other CPU*: what everything else on the machine used during the run, percent of one CPU; *CPU pressure*: share of the run's time in which some runnable task waited for a CPU (/proc/pressure/cpu), when recorded):")
 print()
 print("| broker | round | clients on | load avg before | load avg after | other CPU % | CPU pressure % | delivered/s | samples | lost | p50 µs | p99 µs | p99.9 µs | max µs | tool lag p99 µs | tool saturated |")
 print("|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")

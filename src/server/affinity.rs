@@ -190,6 +190,9 @@ fn review(core: &Core, peers: &[Arc<CoreStats>], settings: FollowSettings) {
         let Presence::Live(link) = &slot.presence else {
             continue;
         };
+        if core.migrations.borrow().is_settling(key) {
+            continue;
+        }
         let mut feed = link.feed.get();
         let target = feed.review(epoch, core.id as u8);
         link.feed.set(feed);

@@ -611,10 +611,18 @@ impl Core {
         let mut matched = false;
         {
             let trie = self.trie.borrow();
+            let migrations = self.migrations.borrow();
+            // [MQTT-3.8.3-3]: No Local, also for a session that moved
+            // cores and publishes under its new key while this replica
+            // still routes by the old one.
+            let own = |key: SessionKey| {
+                message.origin == Some(key)
+                    || (message.origin.is_some() && migrations.renamed(key) == message.origin)
+            };
             trie.match_topic(
                 message.template.topic().as_str(),
                 |key, entry| {
-                    if entry.options.no_local && message.origin == Some(key) {
+                    if entry.options.no_local && own(key) {
                         return;
                     }
                     matched = true;

@@ -125,6 +125,19 @@ impl Migrations {
         self.forwarding.get(&key).map(|f| f.to)
     }
 
+    /// The new key of a session that left this core under `old`, once
+    /// known.
+    pub fn renamed(&self, old: SessionKey) -> Option<SessionKey> {
+        self.forwarding.get(&old).and_then(|f| f.new_key)
+    }
+
+    /// Whether `key` moved here and still waits for its old path to
+    /// drain: it must not move on before, or what waits would arrive at
+    /// its next core after newer messages.
+    pub fn is_settling(&self, key: SessionKey) -> bool {
+        self.holding.contains_key(&key)
+    }
+
     /// Where a client id that left this core went, while its home core may
     /// not know yet.
     pub fn moved_to(&self, client_id: &MqttStr) -> Option<usize> {
