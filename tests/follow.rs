@@ -64,6 +64,18 @@ fn on_core(broker: &Broker, core: usize) -> f64 {
     )
 }
 
+/// Queues the next 20 QoS 1 messages of the sequence, numbered from
+/// `sent`, without waiting for their PUBACKs.
+fn publish_window(publisher: &Mq5, t: &str, sent: &mut u32) {
+    for _ in 0..20 {
+        publisher
+            .client
+            .try_publish(t, Q::AtLeastOnce, false, sent.to_be_bytes().to_vec())
+            .expect("queue publish");
+        *sent += 1;
+    }
+}
+
 /// Receives the next `n` PUBLISHes on `subscriber` and checks they carry
 /// sequence numbers `from..from + n`, in order: none lost, none repeated.
 #[track_caller]
@@ -90,13 +102,7 @@ fn a_subscriber_moves_to_its_publishers_core_and_misses_nothing() {
     let mut moved_at = None;
     // Until the move and then 20 more windows; bounded either way.
     while sent < 20_000 && moved_at.is_none_or(|at| sent < at + 400) {
-        for _ in 0..20 {
-            publisher
-                .client
-                .try_publish(&t, Q::AtLeastOnce, false, sent.to_be_bytes().to_vec())
-                .expect("queue publish");
-            sent += 1;
-        }
+        publish_window(&publisher, &t, &mut sent);
         expect_sequence(&subscriber, sent - 20, 20);
         if moved_at.is_none() && moves(&broker) >= 1.0 {
             moved_at = Some(sent);
@@ -139,13 +145,7 @@ fn a_moved_session_is_taken_over_like_any_other() {
     let mut sent = 0u32;
     while moves(&broker) < 1.0 {
         assert!(sent < 20_000, "no move after {sent} messages");
-        for _ in 0..20 {
-            publisher
-                .client
-                .try_publish(&t, Q::AtLeastOnce, false, sent.to_be_bytes().to_vec())
-                .expect("queue publish");
-            sent += 1;
-        }
+        publish_window(&publisher, &t, &mut sent);
         for expected in sent - 20..sent {
             let p = subscriber.expect_publish_acked();
             assert_eq!(&p.payload[..], &expected.to_be_bytes());

@@ -146,17 +146,11 @@ async fn run(core: Rc<Core>, mut stream: TcpStream, mut task: ConnTask) {
 /// go; this task's stream is dropped. If that cannot be done the
 /// connection is served on here by a new task.
 fn move_away(core: &Rc<Core>, stream: TcpStream, task: ConnTask, target: usize) {
-    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+    use std::os::fd::{FromRawFd, IntoRawFd};
     task.link.cancel_move();
-    // SAFETY: dup has no memory preconditions; the result is checked.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        glommio::spawn_local(run(core.clone(), stream, task)).detach();
+    let Some((fd, task)) = release_socket(core, stream, task) else {
         return;
-    }
-    drop(stream);
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    };
     let ConnTask {
         conn,
         link,
@@ -183,21 +177,34 @@ fn move_away(core: &Rc<Core>, stream: TcpStream, task: ConnTask, target: usize) 
     link.release_buffers();
 }
 
-/// Moves an idle connection into the core's parking lot: the socket is
-/// kept (a duplicate descriptor) and the task, stream and its poll
-/// registration are dropped. If parking fails the connection is simply
-/// served by a new task.
-fn park(core: &Rc<Core>, stream: TcpStream, task: ConnTask) {
+/// Keeps a duplicate of the stream's socket and drops the stream (and its
+/// poll registration). If the socket cannot be duplicated the connection
+/// is served on by a new task and None is returned.
+fn release_socket(
+    core: &Rc<Core>,
+    stream: TcpStream,
+    task: ConnTask,
+) -> Option<(std::os::fd::OwnedFd, ConnTask)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: dup has no memory preconditions; the result is checked.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     if fd < 0 {
         glommio::spawn_local(run(core.clone(), stream, task)).detach();
-        return;
+        return None;
     }
     drop(stream);
     // SAFETY: `fd` is a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Some((unsafe { OwnedFd::from_raw_fd(fd) }, task))
+}
+
+/// Moves an idle connection into the core's parking lot: the socket is
+/// kept (a duplicate descriptor) and the task, stream and its poll
+/// registration are dropped. If parking fails the connection is simply
+/// served by a new task.
+fn park(core: &Rc<Core>, stream: TcpStream, task: ConnTask) {
+    let Some((fd, task)) = release_socket(core, stream, task) else {
+        return;
+    };
     let key = task.conn.session_key;
     let parked = Parked {
         fd,
