@@ -146,35 +146,22 @@ async fn run(core: Rc<Core>, mut stream: TcpStream, mut task: ConnTask) {
 /// go; this task's stream is dropped. If that cannot be done the
 /// connection is served on here by a new task.
 fn move_away(core: &Rc<Core>, stream: TcpStream, task: ConnTask, target: usize) {
-    use std::os::fd::{FromRawFd, IntoRawFd};
     task.link.cancel_move();
-    let Some((fd, task)) = release_socket(core, stream, task) else {
-        return;
-    };
-    let ConnTask {
-        conn,
-        link,
-        input,
-        peer,
-        accepted_at,
-        client_id,
-    } = task;
-    if let Err(back) = super::migrate::send_away(core, fd, conn, input, peer, target) {
-        let (fd, conn, input) = *back;
-        // SAFETY: as in `resume`: a connected socket, owned from here on.
-        let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-        let task = ConnTask {
-            conn,
-            link,
-            input,
-            peer,
-            accepted_at,
-            client_id,
-        };
+    // Nothing awaits from here to `send_away`, so a session present now
+    // is still there when it is handed over.
+    let present = task
+        .conn
+        .session_key
+        .is_some_and(|key| core.sessions.borrow_mut().get_mut(key).is_some());
+    if !present {
         glommio::spawn_local(run(core.clone(), stream, task)).detach();
         return;
     }
-    link.release_buffers();
+    let Some((fd, task)) = release_socket(core, stream, task) else {
+        return;
+    };
+    super::migrate::send_away(core, fd, task.conn, task.input, task.peer, target);
+    task.link.release_buffers();
 }
 
 /// Keeps a duplicate of the stream's socket and drops the stream (and its

@@ -147,8 +147,8 @@ impl Migrations {
 
 /// The old core's side: the connection's task has stopped at a quiet
 /// point and left `fd`. Removes the session, starts forwarding its key, and
-/// sends everything to `target`. Returns the pieces back if the session is
-/// gone (taken over meanwhile), for the caller to go on serving.
+/// sends everything to `target`. The caller has checked that the session
+/// is present.
 pub fn send_away(
     core: &Core,
     fd: OwnedFd,
@@ -156,12 +156,13 @@ pub fn send_away(
     input: BytesMut,
     peer: SocketAddr,
     target: usize,
-) -> Result<(), Box<(OwnedFd, Connection, BytesMut)>> {
-    let Some(key) = conn.session_key else {
-        return Err(Box::new((fd, conn, input)));
-    };
-    let Some(slot) = core.sessions.borrow_mut().remove(key) else {
-        return Err(Box::new((fd, conn, input)));
+) {
+    let slot = conn
+        .session_key
+        .and_then(|key| Some((key, core.sessions.borrow_mut().remove(key)?)));
+    let Some((key, slot)) = slot else {
+        tracing::warn!(core = core.id, "a moving connection has no session; closed");
+        return;
     };
     let filters = slot
         .state
@@ -199,7 +200,6 @@ pub fn send_away(
             old_key: key,
         })),
     );
-    Ok(())
 }
 
 /// The new core's side of `Adopt`: installs the session under a new key,
