@@ -13,7 +13,9 @@
 //! in a row and both cores were below `follow_max_load_pct` busy over the
 //! last two intervals. Under load the guard keeps connections where the
 //! kernel put them, spread over the cores: moving every subscriber of a
-//! busy publisher onto its core would trade throughput for latency.
+//! busy publisher onto its core would trade throughput for latency. Nor
+//! does a connection move to a core at its share of `max_connections`.
+//! Moves wanted but not made are counted (`moves_declined`).
 //!
 //! Owns: the per-connection tally ([`Feed`]), the review, and the load
 //! figure each core publishes. Does not own: the move itself
@@ -200,8 +202,18 @@ fn review(core: &Core, peers: &[Arc<CoreStats>], settings: FollowSettings) {
             continue;
         };
         let cool = |load: u64| load < settings.max_load_permille;
-        let target_load = peers.get(target).map_or(1000, |s| s.busy_permille.get());
-        if moves >= settings.max_moves || !cool(own_load) || !cool(target_load) {
+        let Some(target_stats) = peers.get(target) else {
+            continue;
+        };
+        // The target's share of max_connections, as it last counted: a
+        // move must not take it over (moves from several cores in one
+        // review may still, by at most their number).
+        let target_full = target_stats.connections_current.get() >= core.max_connections as u64;
+        if !cool(own_load) || !cool(target_stats.busy_permille.get()) || target_full {
+            core.stats.moves_declined.inc();
+            continue;
+        }
+        if moves >= settings.max_moves {
             continue;
         }
         if link.request_move(target) {

@@ -392,3 +392,109 @@ pub fn reowned_ack(core: &Core, client_id: &MqttStr) {
         .moved_ids
         .remove(client_id.as_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Publish, QoS, QosPid, SubscriptionOptions, TopicName};
+    use bytes::Bytes;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    const OLD: SessionKey = SessionKey {
+        core: 1,
+        slot: 5,
+        generation: 1,
+    };
+    const NEW: SessionKey = SessionKey {
+        core: 0,
+        slot: 9,
+        generation: 1,
+    };
+
+    /// Core 1 of 3, the old core of a session `OLD` that subscribed to
+    /// `t/#` with No Local and left for core 0, where it is `NEW`; core 2
+    /// has not sent its marker yet.
+    fn old_core_forwarding() -> (Core, Vec<(TopicFilter, SubscriptionEntry)>) {
+        let config = crate::server::config::Config::default();
+        let core = Core::new(1, 3, &config, Arc::new(AtomicBool::new(false)));
+        let filter = TopicFilter::try_from("t/#").unwrap();
+        let entry = SubscriptionEntry {
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                no_local: true,
+                ..Default::default()
+            },
+            identifier: None,
+        };
+        core.trie.borrow_mut().insert(&filter, OLD, entry);
+        let filters = vec![(filter, entry)];
+        core.migrations.borrow_mut().forwarding.insert(
+            OLD,
+            Forwarding {
+                to: 0,
+                new_key: None,
+                filters: filters.clone(),
+                markers_left: 1,
+            },
+        );
+        (core, filters)
+    }
+
+    fn message(origin: SessionKey) -> Message {
+        let mut publish = Publish::new(TopicName::try_from("t/x").unwrap(), Bytes::from("m"));
+        publish.qos_pid = QosPid::AtMostOnce;
+        Message::from_publish(&publish, Some(origin), Instant::now())
+    }
+
+    /// What core 1 sent core 0: forwarded messages' origins, and whether
+    /// forwarding was declared done.
+    fn sent_to_new_core(core: &Core) -> (Vec<Option<SessionKey>>, bool) {
+        let mut forwarded = Vec::new();
+        let mut done = false;
+        for msg in core.outboxes[0].take_batch() {
+            match msg {
+                CoreMsg::Forwarded { message, .. } => forwarded.push(message.origin),
+                CoreMsg::ForwardingDone { old, new } => done = (old, new) == (OLD, NEW),
+                _ => {}
+            }
+        }
+        (forwarded, done)
+    }
+
+    /// [MQTT-3.8.3-3] while the old core still routes by the old key: the
+    /// moved session's own message, published under its new key and sent
+    /// here for another subscriber, is not forwarded back to it; another
+    /// client's message is. Once the last marker is in, the replica holds
+    /// the new key and the new core hears that forwarding is done.
+    #[test]
+    fn no_local_is_kept_by_the_old_key_until_every_core_switched() {
+        let (core, filters) = old_core_forwarding();
+        let now = Instant::now();
+        core.dispatch(
+            CoreMsg::Rekey {
+                old: OLD,
+                new: NEW,
+                filters,
+            },
+            now,
+        );
+        let other = SessionKey {
+            core: 2,
+            slot: 1,
+            generation: 1,
+        };
+        core.dispatch(CoreMsg::Publish(message(NEW)), now);
+        core.dispatch(CoreMsg::Publish(message(other)), now);
+        assert_eq!(sent_to_new_core(&core), (vec![Some(other)], false));
+
+        core.dispatch(CoreMsg::RekeyMarker { old: OLD }, now);
+        assert_eq!(sent_to_new_core(&core), (vec![], true));
+        let mut holders = Vec::new();
+        core.trie
+            .borrow()
+            .match_topic("t/x", |key, _| holders.push(key), |_, _| {});
+        assert_eq!(holders, [NEW]);
+    }
+}

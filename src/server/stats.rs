@@ -224,6 +224,10 @@ pub struct CoreStats {
     pub accepting: Counter,
     /// Live connections this core handed to another (see `migrate.rs`).
     pub connections_moved_out: Counter,
+    /// Moves a review wanted but did not make: this core or the target
+    /// was at or above `follow_max_load_pct` busy, or the target at its
+    /// share of `max_connections`.
+    pub moves_declined: Counter,
     /// Thousandths of one CPU the core was busy, the higher of its last
     /// two follow intervals (see `affinity.rs`; 0 while following is off).
     pub busy_permille: Counter,
@@ -272,6 +276,7 @@ impl Default for CoreStats {
             loop_lag_max_ns: Counter::default(),
             accepting: Counter::default(),
             connections_moved_out: Counter::default(),
+            moves_declined: Counter::default(),
             busy_permille: Counter::default(),
             last_tick_ms: Counter::default(),
         }
