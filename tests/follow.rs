@@ -24,10 +24,16 @@ fn following(config: &mut vane::server::Config) {
 
 /// A rumqttc 5.0 client with a broker-assigned id: the client, its id and
 /// its core.
+#[track_caller]
 fn assigned(addr: std::net::SocketAddr) -> (Mq5, String, usize) {
+    try_assigned(addr).unwrap_or_else(|e| panic!("rumqttc v5 connect failed: {e}"))
+}
+
+/// [`assigned`], or the connection's error (a refused CONNECT).
+fn try_assigned(addr: std::net::SocketAddr) -> Result<(Mq5, String, usize), String> {
     let mut options = mq5_options(addr, "");
     options.set_clean_start(true);
-    let client = Mq5::connect(options);
+    let client = Mq5::try_connect(options)?;
     let id = client
         .connack
         .properties
@@ -35,7 +41,7 @@ fn assigned(addr: std::net::SocketAddr) -> (Mq5, String, usize) {
         .and_then(|p| p.assigned_client_identifier.clone())
         .expect("an assigned client id");
     let core = core_of_assigned(&id);
-    (client, id, core)
+    Ok((client, id, core))
 }
 
 /// A publisher and a subscriber on different cores.
@@ -49,6 +55,19 @@ fn split_pair(addr: std::net::SocketAddr) -> ((Mq5, String, usize), (Mq5, String
         second.0.disconnect();
     }
     panic!("64 connections all landed on core {}", first.2);
+}
+
+/// A raw 5.0 client with a broker-assigned id on a core other than
+/// `core`: the client, its core and its id.
+fn raw_off_core(addr: std::net::SocketAddr, core: usize) -> (Raw, usize, String) {
+    for _ in 0..64 {
+        let (raw, landed, id) = Raw::v5_assigned(addr, connect(V5, ""));
+        if landed != core {
+            return (raw, landed, id);
+        }
+        raw.disconnect();
+    }
+    panic!("64 connections all landed on core {core}");
 }
 
 fn moves(broker: &Broker) -> f64 {
@@ -130,16 +149,7 @@ fn a_subscriber_moves_to_its_publishers_core_and_misses_nothing() {
 fn a_moved_session_is_taken_over_like_any_other() {
     let broker = Broker::with(following);
     let (publisher, _, pub_core) = assigned(broker.addr);
-    let (mut subscriber, sub_id) = (0..64)
-        .find_map(|_| {
-            let (raw, core, id) = Raw::v5_assigned(broker.addr, connect(V5, ""));
-            if core != pub_core {
-                return Some((raw, id));
-            }
-            raw.disconnect();
-            None
-        })
-        .expect("a subscriber on the other core");
+    let (mut subscriber, _, sub_id) = raw_off_core(broker.addr, pub_core);
     let t = unique("follow/takeover");
     subscriber.subscribe(subscribe(1, &t, vane::codec::QoS::AtLeastOnce));
     let mut sent = 0u32;
@@ -175,15 +185,7 @@ fn the_load_guard_keeps_a_connection_where_it_is() {
         config.executor.follow_max_load_pct = 0;
     });
     let ((publisher, _, pub_core), (subscriber, _, sub_core)) = split_pair(broker.addr);
-    let t = unique("follow/guard");
-    subscriber.subscribe(&t, Q::AtLeastOnce);
-    let mut sent = 0u32;
-    while declined(&broker) < 2.0 {
-        assert!(sent < 20_000, "no move wanted after {sent} messages");
-        publish_window(&publisher, &t, &mut sent);
-        expect_sequence(&subscriber, sent - 20, 20);
-    }
-    assert_eq!(moves(&broker), 0.0, "a move despite the load guard");
+    feed_until_declined(&broker, &publisher, &subscriber, "follow/guard");
     assert_eq!(on_core(&broker, pub_core), 1.0);
     assert_eq!(on_core(&broker, sub_core), 1.0, "the subscriber stayed");
 }
@@ -201,21 +203,13 @@ fn a_connection_does_not_move_to_a_full_core() {
     let (publisher, _, pub_core) = assigned(broker.addr);
     let (mut filler, mut subscriber) = (None, None);
     for _ in 0..64 {
-        let mut options = mq5_options(broker.addr, "");
-        options.set_clean_start(true);
         // A connection the kernel puts on a full core is refused.
-        let Ok(client) = Mq5::try_connect(options) else {
+        let Ok((client, _, core)) = try_assigned(broker.addr) else {
             continue;
         };
-        let id = client
-            .connack
-            .properties
-            .as_ref()
-            .and_then(|p| p.assigned_client_identifier.clone())
-            .expect("an assigned client id");
-        match (core_of_assigned(&id) == pub_core, &filler, &subscriber) {
+        match (core == pub_core, &filler, &subscriber) {
             (true, None, _) => filler = Some(client),
-            (false, _, None) => subscriber = Some((client, core_of_assigned(&id))),
+            (false, _, None) => subscriber = Some((client, core)),
             _ => client.disconnect(),
         }
         if filler.is_some() && subscriber.is_some() {
@@ -230,21 +224,29 @@ fn a_connection_does_not_move_to_a_full_core() {
         2.0,
         "the publisher's core is full"
     );
-    let t = unique("follow/full");
-    subscriber.subscribe(&t, Q::AtLeastOnce);
-    let mut sent = 0u32;
-    while declined(&broker) < 2.0 {
-        assert!(sent < 20_000, "no move wanted after {sent} messages");
-        publish_window(&publisher, &t, &mut sent);
-        expect_sequence(&subscriber, sent - 20, 20);
-    }
-    assert_eq!(moves(&broker), 0.0, "a move onto a full core");
+    feed_until_declined(&broker, &publisher, &subscriber, "follow/full");
     assert_eq!(on_core(&broker, sub_core), 1.0, "the subscriber stayed");
 }
 
-fn declined(broker: &Broker) -> f64 {
-    let (_, text) = stats_support::http_get(broker.stats_addr(), "/metrics", &[]);
-    stats_support::Metrics(text).sum("vane_connections_move_declined_total", &[])
+/// Feeds `subscriber` from `publisher` in QoS 1 windows, every message
+/// checked, until two moves were wanted and declined; none was made.
+#[track_caller]
+fn feed_until_declined(broker: &Broker, publisher: &Mq5, subscriber: &Mq5, topic: &str) {
+    let t = unique(topic);
+    subscriber.subscribe(&t, Q::AtLeastOnce);
+    let mut sent = 0u32;
+    loop {
+        let (_, text) = stats_support::http_get(broker.stats_addr(), "/metrics", &[]);
+        let declined =
+            stats_support::Metrics(text).sum("vane_connections_move_declined_total", &[]);
+        if declined >= 2.0 {
+            break;
+        }
+        assert!(sent < 20_000, "no move wanted after {sent} messages");
+        publish_window(publisher, &t, &mut sent);
+        expect_sequence(subscriber, sent - 20, 20);
+    }
+    assert_eq!(moves(broker), 0.0, "a move the guard should have declined");
 }
 
 /// 5.0 [MQTT-3.8.3-3] across a move: a No Local subscriber on `t/#`
@@ -266,16 +268,7 @@ fn no_local_holds_while_a_session_moves() {
         config.cores = 3;
     });
     let (publisher, _, pub_core) = assigned(broker.addr);
-    let (mut subscriber, sub_core) = (0..64)
-        .find_map(|_| {
-            let (raw, core, _) = Raw::v5_assigned(broker.addr, connect(V5, ""));
-            if core != pub_core {
-                return Some((raw, core));
-            }
-            raw.disconnect();
-            None
-        })
-        .expect("a subscriber on the other core");
+    let (mut subscriber, sub_core, _) = raw_off_core(broker.addr, pub_core);
     let witness = (0..64)
         .find_map(|_| {
             let (client, _, core) = assigned(broker.addr);
