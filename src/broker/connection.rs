@@ -8,21 +8,25 @@
 //! DISCONNECT), inbound topic aliases, the per-connection limits, and the
 //! choice of reason code for every protocol violation. Does not own: the
 //! session's QoS state (it drives [`SessionState`]), the socket, or where
-//! messages go.
+//! messages go. What a CONNECT is answered with (its checks, the granted
+//! keepalive and expiry, the CONNACK) is in `connection/connect.rs`.
 
-use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
 use super::message::{Message, SessionKey};
-use super::session::{encode_infallible, AckError, Peer, SessionState};
+use super::session::{encode_infallible, AckError, SessionState};
 use crate::codec::{
-    ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError, Decoder, Disconnect,
-    DisconnectReasonCode, MqttStr, Packet, PacketId, ProtocolVersion, PubAck, PubAckReasonCode,
-    PubComp, PubRec, PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe,
-    TopicName, UnsubAck, Unsubscribe, Will,
+    ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder, Disconnect, DisconnectReasonCode,
+    MqttStr, Packet, PacketId, ProtocolVersion, PubAck, PubAckReasonCode, PubComp, PubRec,
+    PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe, TopicName, UnsubAck,
+    Unsubscribe, Will,
 };
+
+mod connect;
+
+use connect::connect_level;
 
 /// Limits a connection enforces, from the broker's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,171 +366,6 @@ impl Connection {
         None
     }
 
-    fn on_connect(&mut self, connect: Connect, out: &mut BytesMut) -> Event {
-        let version = connect.protocol;
-        self.decoder.version = version;
-        let refuse =
-            |this: &mut Self, code: ConnectReasonCode, detail: String, out: &mut BytesMut| {
-                this.refusal = Some(code);
-                encode_infallible(
-                    &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
-                    version,
-                    out,
-                );
-                this.phase = Phase::Closed;
-                Event::Close(Close {
-                    reason: DisconnectReasonCode::UnspecifiedError,
-                    publish_will: false,
-                    session_expiry: None,
-                    detail,
-                })
-            };
-        if connect.properties.authentication_method.is_some() {
-            return refuse(
-                self,
-                ConnectReasonCode::BadAuthenticationMethod,
-                "enhanced authentication is not supported (5.0 §4.12)".into(),
-                out,
-            );
-        }
-        let empty_id = connect.client_id.is_empty();
-        if empty_id
-            && (version == ProtocolVersion::V3_1 || (!version.is_v5() && !connect.clean_start))
-        {
-            // [MQTT-3.1.3-8] (3.1.1): an empty id needs CleanSession=1;
-            // MQTT 3.1 requires 1 to 23 characters.
-            return refuse(
-                self,
-                ConnectReasonCode::ClientIdentifierNotValid,
-                "empty client id without a clean session [MQTT-3.1.3-8]".into(),
-                out,
-            );
-        }
-        if version == ProtocolVersion::V3_1 && connect.client_id.as_str().chars().count() > 23 {
-            // MQTT 3.1 §3.1: more than 23 characters is "Identifier rejected".
-            return refuse(
-                self,
-                ConnectReasonCode::ClientIdentifierNotValid,
-                "MQTT 3.1 client id longer than 23 characters".into(),
-                out,
-            );
-        }
-        if let Some(will) = &connect.will {
-            if let Err(detail) = self.check_topic(&will.topic) {
-                return refuse(self, ConnectReasonCode::TopicNameInvalid, detail, out);
-            }
-        }
-        let session_expiry = if version.is_v5() {
-            connect.properties.session_expiry_interval.unwrap_or(0)
-        } else if connect.clean_start {
-            0
-        } else {
-            u32::MAX
-        }
-        .min(self.limits.max_session_expiry);
-        let keep_alive = match self.limits.max_keepalive {
-            0 => connect.keep_alive,
-            max if connect.keep_alive == 0 || connect.keep_alive > max => max,
-            _ => connect.keep_alive,
-        };
-        self.session_expiry = session_expiry;
-        self.keep_alive = keep_alive;
-        self.request_problem_information = connect
-            .properties
-            .request_problem_information
-            .unwrap_or(true);
-        self.will_delay = connect
-            .will
-            .as_ref()
-            .and_then(|w| w.properties.will_delay_interval)
-            .unwrap_or(0);
-        Event::Connect(Box::new(ConnectRequest {
-            client_id: connect.client_id.as_mqtt_str().clone(),
-            assigned_client_id: empty_id,
-            session_expiry,
-            keep_alive,
-            connect,
-        }))
-    }
-
-    /// Completes a CONNECT: writes the CONNACK and attaches the session,
-    /// which resends what was inflight.
-    pub fn accept(
-        &mut self,
-        request: ConnectRequest,
-        session: &mut SessionState,
-        session_present: bool,
-        key: SessionKey,
-        now: Instant,
-        out: &mut BytesMut,
-    ) {
-        let connect = request.connect;
-        let version = connect.protocol;
-        let mut ack = ConnAck::new(ConnectReasonCode::Success, session_present);
-        if version.is_v5() {
-            ack.properties =
-                self.connack_properties(&connect, &request.client_id, request.assigned_client_id);
-            if request.session_expiry != connect.properties.session_expiry_interval.unwrap_or(0) {
-                ack.properties.session_expiry_interval = Some(request.session_expiry);
-            }
-        }
-        encode_infallible(&Packet::ConnAck(Box::new(ack)), version, out);
-        self.will = connect.will.map(Box::new);
-        self.session_key = Some(key);
-        self.phase = Phase::Connected;
-        self.last_received = now;
-        let peer = Peer {
-            version,
-            receive_maximum: connect
-                .properties
-                .receive_maximum
-                .map_or(u16::MAX, NonZeroU16::get),
-            maximum_packet_size: connect
-                .properties
-                .maximum_packet_size
-                .map_or(u32::MAX, NonZeroU32::get),
-            topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
-        };
-        session.attach(peer, now, out);
-    }
-
-    /// Refuses a CONNECT with `code` and ends the connection.
-    pub fn refuse(&mut self, code: ConnectReasonCode, out: &mut BytesMut) {
-        self.refusal = Some(code);
-        encode_infallible(
-            &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
-            self.version(),
-            out,
-        );
-        self.phase = Phase::Closed;
-    }
-
-    fn connack_properties(
-        &self,
-        connect: &Connect,
-        client_id: &MqttStr,
-        assigned: bool,
-    ) -> ConnAckProperties {
-        let mut props = ConnAckProperties {
-            receive_maximum: NonZeroU16::new(self.limits.receive_maximum),
-            maximum_packet_size: NonZeroU32::new(self.limits.max_packet_size),
-            topic_alias_maximum: Some(self.limits.topic_alias_maximum),
-            retain_available: Some(true),
-            wildcard_subscription_available: Some(true),
-            subscription_identifiers_available: Some(true),
-            shared_subscription_available: Some(true),
-            ..ConnAckProperties::default()
-        };
-        if assigned {
-            props.assigned_client_identifier = Some(crate::codec::ClientId::new(client_id.clone()));
-        }
-        if self.keep_alive != connect.keep_alive {
-            // [MQTT-3.2.2-21]: the client must use the Server Keep Alive.
-            props.server_keep_alive = Some(self.keep_alive);
-        }
-        props
-    }
-
     fn check_topic(&self, topic: &TopicName) -> Result<(), String> {
         if topic.len() > self.limits.max_topic_length {
             return Err(format!(
@@ -745,46 +584,28 @@ impl Connection {
     }
 }
 
-/// The protocol level of a CONNECT at the front of `input`, if one is
-/// there: used to answer an unacceptable CONNECT in the client's version.
-fn connect_level(input: &[u8]) -> Option<u8> {
-    if input.first()? >> 4 != 1 {
-        return None;
-    }
-    let mut i = 1;
-    while *input.get(i)? & 0x80 != 0 {
-        i += 1;
-        if i > 4 {
-            return None;
-        }
-    }
-    let name_len = usize::from(u16::from_be_bytes([*input.get(i + 1)?, *input.get(i + 2)?]));
-    input.get(i + 3 + name_len).copied()
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::broker::session::SessionLimits;
-    use crate::codec::{
-        ClientId, ConnectProperties, PublishProperties, QosPid, TopicName, WillProperties,
-    };
+    use crate::codec::{ClientId, PublishProperties, QosPid, TopicName, WillProperties};
     use bytes::Bytes;
+    use std::num::NonZeroU16;
 
-    const V5: ProtocolVersion = ProtocolVersion::V5;
-    const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
+    pub(super) const V5: ProtocolVersion = ProtocolVersion::V5;
+    pub(super) const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
 
-    fn bytes_of(packet: &Packet, version: ProtocolVersion) -> BytesMut {
+    pub(super) fn bytes_of(packet: &Packet, version: ProtocolVersion) -> BytesMut {
         let mut buf = BytesMut::new();
         packet.encode(version, &mut buf).unwrap();
         buf
     }
 
-    fn connect_packet(version: ProtocolVersion, id: &str, keep_alive: u16) -> Connect {
+    pub(super) fn connect_packet(version: ProtocolVersion, id: &str, keep_alive: u16) -> Connect {
         Connect::new(version, ClientId::try_from(id).unwrap(), keep_alive)
     }
 
-    fn decode_out(out: &mut BytesMut, version: ProtocolVersion) -> Vec<Packet> {
+    pub(super) fn decode_out(out: &mut BytesMut, version: ProtocolVersion) -> Vec<Packet> {
         let decoder = Decoder::new(version, u32::MAX);
         let mut packets = Vec::new();
         while let Some(p) = decoder.decode(out).unwrap() {
@@ -819,7 +640,7 @@ pub(crate) mod tests {
         (conn, session, acks)
     }
 
-    fn send(
+    pub(super) fn send(
         conn: &mut Connection,
         session: &mut SessionState,
         packet: Packet,
@@ -832,7 +653,7 @@ pub(crate) mod tests {
         (received, decode_out(&mut out, version))
     }
 
-    fn closed_with(received: Received) -> Close {
+    pub(super) fn closed_with(received: Received) -> Close {
         match received {
             Received::Event(Event::Close(close)) => close,
             other => panic!("expected Close, got {other:?}"),
@@ -862,136 +683,6 @@ pub(crate) mod tests {
             None,
             "keepalive 0 disables the timer"
         );
-    }
-
-    /// [MQTT-3.2.2-21]: with a server maximum, 5.0 clients are told the
-    /// Server Keep Alive and it is what the broker enforces.
-    #[test]
-    fn server_keep_alive_caps_the_client_value() {
-        let now = Instant::now();
-        let limits = ConnectionLimits {
-            max_keepalive: 30,
-            ..ConnectionLimits::default()
-        };
-        let mut conn = Connection::new(limits, now);
-        let mut out = BytesMut::new();
-        let mut input = bytes_of(&Packet::Connect(Box::new(connect_packet(V5, "c", 0))), V5);
-        let Received::Event(Event::Connect(request)) =
-            conn.receive(&mut input, None, now, &mut out)
-        else {
-            panic!()
-        };
-        assert_eq!(request.keep_alive, 30);
-        let mut session = SessionState::new(SessionLimits::default());
-        conn.accept(
-            *request,
-            &mut session,
-            false,
-            SessionKey {
-                core: 0,
-                slot: 0,
-                generation: 0,
-            },
-            now,
-            &mut out,
-        );
-        let Packet::ConnAck(ack) = &decode_out(&mut out, V5)[0] else {
-            panic!()
-        };
-        assert_eq!(ack.properties.server_keep_alive, Some(30));
-        assert_eq!(
-            conn.keepalive_deadline(),
-            Some(now + Duration::from_secs(45))
-        );
-    }
-
-    /// [MQTT-3.1.0-1]: anything before CONNECT closes the connection.
-    #[test]
-    fn first_packet_must_be_connect() {
-        let now = Instant::now();
-        let mut conn = Connection::new(ConnectionLimits::default(), now);
-        let mut input = bytes_of(&Packet::PingReq, V4);
-        let close = closed_with(conn.receive(&mut input, None, now, &mut BytesMut::new()));
-        assert_eq!(close.reason, DisconnectReasonCode::ProtocolError);
-        assert!(!close.publish_will);
-    }
-
-    /// [MQTT-3.1.0-2]: a second CONNECT is a protocol error; 5.0 gets
-    /// DISCONNECT 0x82 and the will is published.
-    #[test]
-    fn second_connect_is_a_protocol_error() {
-        let now = Instant::now();
-        let (mut conn, mut session, _) = connected(connect_packet(V5, "c", 0), now);
-        let (received, answers) = send(
-            &mut conn,
-            &mut session,
-            Packet::Connect(Box::new(connect_packet(V5, "c", 0))),
-            now,
-        );
-        let close = closed_with(received);
-        assert_eq!(close.reason, DisconnectReasonCode::ProtocolError);
-        assert!(close.publish_will);
-        assert_eq!(
-            answers,
-            [Packet::Disconnect(Disconnect::new(
-                DisconnectReasonCode::ProtocolError
-            ))]
-        );
-    }
-
-    /// [MQTT-3.1.2-2]: an unsupported level gets CONNACK 0x01 in 3.1.1 form.
-    #[test]
-    fn unsupported_level_gets_return_code_1() {
-        let now = Instant::now();
-        let mut conn = Connection::new(ConnectionLimits::default(), now);
-        let mut input =
-            BytesMut::from(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 9, 2, 0, 0, 0, 0][..]);
-        let mut out = BytesMut::new();
-        closed_with(conn.receive(&mut input, None, now, &mut out));
-        assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x01]);
-    }
-
-    /// [MQTT-3.1.3-8]: 3.1.1 with an empty client id and CleanSession=0 is
-    /// refused with 0x02; 5.0 gets an assigned id (5.0 §3.1.3.1).
-    #[test]
-    fn empty_client_id_rules() {
-        let now = Instant::now();
-        let mut conn = Connection::new(ConnectionLimits::default(), now);
-        let mut persistent = connect_packet(V4, "", 0);
-        persistent.clean_start = false;
-        let mut input = bytes_of(&Packet::Connect(Box::new(persistent)), V4);
-        let mut out = BytesMut::new();
-        closed_with(conn.receive(&mut input, None, now, &mut out));
-        assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x02]);
-
-        let mut conn = Connection::new(ConnectionLimits::default(), now);
-        let mut input = bytes_of(&Packet::Connect(Box::new(connect_packet(V5, "", 0))), V5);
-        let Received::Event(Event::Connect(request)) =
-            conn.receive(&mut input, None, now, &mut out)
-        else {
-            panic!()
-        };
-        assert!(request.assigned_client_id);
-    }
-
-    /// 5.0 §4.12: until enhanced authentication exists, an authentication
-    /// method is refused with 0x8C.
-    #[test]
-    fn authentication_method_is_refused_with_0x8c() {
-        let now = Instant::now();
-        let mut connect = connect_packet(V5, "a", 0);
-        connect.properties = ConnectProperties {
-            authentication_method: Some(MqttStr::try_from("SCRAM-SHA-1").unwrap()),
-            ..ConnectProperties::default()
-        };
-        let mut conn = Connection::new(ConnectionLimits::default(), now);
-        let mut input = bytes_of(&Packet::Connect(Box::new(connect)), V5);
-        let mut out = BytesMut::new();
-        closed_with(conn.receive(&mut input, None, now, &mut out));
-        let Packet::ConnAck(ack) = &decode_out(&mut out, V5)[0] else {
-            panic!()
-        };
-        assert_eq!(ack.code, ConnectReasonCode::BadAuthenticationMethod);
     }
 
     fn publish_with_alias(topic: &str, alias: u16) -> Packet {
@@ -1143,40 +834,5 @@ pub(crate) mod tests {
             closed_with(received).reason,
             DisconnectReasonCode::ProtocolError
         );
-    }
-
-    /// [MQTT-3.2.2-2]/5.0 §3.2.2.3: CONNACK advertises what the broker
-    /// supports and its limits.
-    #[test]
-    fn connack_advertises_limits() {
-        let now = Instant::now();
-        let (_, _, acks) = connected(connect_packet(V5, "l", 0), now);
-        let Packet::ConnAck(ack) = &acks[0] else {
-            panic!()
-        };
-        let limits = ConnectionLimits::default();
-        let p = &ack.properties;
-        assert_eq!(
-            p.receive_maximum.map(NonZeroU16::get),
-            Some(limits.receive_maximum)
-        );
-        assert_eq!(
-            p.maximum_packet_size.map(NonZeroU32::get),
-            Some(limits.max_packet_size)
-        );
-        assert_eq!(p.topic_alias_maximum, Some(limits.topic_alias_maximum));
-        assert_eq!(p.shared_subscription_available, Some(true));
-        assert_eq!(p.subscription_identifiers_available, Some(true));
-        assert_eq!(p.wildcard_subscription_available, Some(true));
-    }
-
-    #[test]
-    fn connect_level_is_read_from_a_partial_buffer() {
-        assert_eq!(
-            connect_level(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 5]),
-            Some(5)
-        );
-        assert_eq!(connect_level(&[0x10, 0x0c, 0, 4, b'M']), None);
-        assert_eq!(connect_level(&[0x30, 0x00]), None);
     }
 }
