@@ -9,8 +9,9 @@
 //! (benches/RESULTS.md). So a core reviews, every
 //! `executor.follow_interval_ms`, the connections it delivered at least
 //! `follow_min_messages` to, and moves one to the core that published at
-//! least four in five of its messages, when that has held for two reviews
-//! in a row and both cores were below `follow_max_load_pct` busy over the
+//! least four in five of its messages (with more than two cores, as few as
+//! three in five may do, see [`Feed::review`]), when that has held for two
+//! reviews in a row and both cores were below `follow_max_load_pct` busy over the
 //! last two intervals. Under load the guard keeps connections where the
 //! kernel put them, spread over the cores: moving every subscriber of a
 //! busy publisher onto its core would trade throughput for latency. Nor
@@ -42,14 +43,14 @@ pub struct Feed {
     lead: u16,
     /// Deliveries tallied this interval (saturating).
     total: u16,
-    /// The last review that found one other core feeding four in five of
-    /// the deliveries: its interval and that core ([`NO_CORE`]: none).
+    /// The last review that found one other core dominating the
+    /// deliveries: its interval and that core ([`NO_CORE`]: none).
     streak_epoch: u8,
     streak_source: u8,
 }
 
 /// `Feed::streak_source` when there is no streak. Following is off with
-/// more than 255 cores (see `Core::follow_enabled`).
+/// more than 254 cores (see `ExecutorSettings::follow`).
 const NO_CORE: u8 = u8::MAX;
 
 impl Default for Feed {
@@ -90,13 +91,18 @@ impl Feed {
     }
 
     /// Reviews interval `epoch` for a connection served by core `home`:
-    /// the core to move it to, once one other core has fed four in five of
-    /// its deliveries in two reviewed intervals in a row. A review of an
+    /// the core to move it to, once one other core has dominated its
+    /// deliveries in two reviewed intervals in a row. A review of an
     /// interval the tally is not for (the connection went quiet), or an
     /// interval without such a core, breaks the streak.
+    ///
+    /// Dominated means a lead of three fifths of the tally. A core with k
+    /// of n deliveries ends with a lead of at least 2k - n and at most k.
+    /// So four in five always dominates and fewer than three in five never
+    /// does. With one other source (always so on two cores) the lead is
+    /// exactly 2k - n and the line is four in five; with several, between
+    /// the two, depending on how much the others cancel each other out.
     pub fn review(&mut self, epoch: u8, home: u8) -> Option<u8> {
-        // After n votes the majority's lead is at least 2k - n when it has
-        // k of them: a lead of 3/5 of the total means k >= 4/5 of it.
         let dominant = self.epoch == epoch
             && u32::from(self.lead) * 5 >= u32::from(self.total) * 3
             && self.source != home;
@@ -280,6 +286,30 @@ mod tests {
                 f.record(0, epoch, 64);
             }
             assert_eq!(f.review(epoch, 0), None);
+        }
+    }
+
+    /// With several other sources the line lies between three and four in
+    /// five: deliveries from cores 2 and 3 that cancel each other out
+    /// before core 1's arrive leave core 1's lead at its full count.
+    #[test]
+    fn with_three_sources_three_in_five_may_do_and_less_never() {
+        let arrive = |f: &mut Feed, epoch: u8, from_core_1: usize| {
+            for _ in 0..(200 - from_core_1) / 2 {
+                f.record(2, epoch, 64);
+                f.record(3, epoch, 64);
+            }
+            feed(f, 1, epoch, from_core_1, 64);
+        };
+        let mut f = Feed::default();
+        for epoch in 0..2 {
+            arrive(&mut f, epoch, 120);
+            assert_eq!(f.review(epoch, 0), (epoch == 1).then_some(1));
+        }
+        let mut f = Feed::default();
+        for epoch in 0..4 {
+            arrive(&mut f, epoch, 118);
+            assert_eq!(f.review(epoch, 0), None, "under three in five");
         }
     }
 

@@ -180,7 +180,8 @@ pub struct ExecutorSettings {
     pub park_idle_after_ms: u64,
     /// Milliseconds between reviews of which live connections are fed
     /// mostly by one other core: one fed four in five of its messages by
-    /// the same other core in two reviews in a row moves there, socket
+    /// the same other core (with more than two cores, possibly fewer: see
+    /// `affinity.rs`) in two reviews in a row moves there, socket
     /// and session, unnoticed by the client (a cross-core hop costs a
     /// wake-up of the other core). 0 turns moving off.
     pub follow_interval_ms: u64,
