@@ -70,17 +70,20 @@ fn raw_off_core(addr: std::net::SocketAddr, core: usize) -> (Raw, usize, String)
     panic!("64 connections all landed on core {core}");
 }
 
-fn moves(broker: &Broker) -> f64 {
+/// A figure from the broker's /metrics, summed over the samples that
+/// carry `labels`.
+fn metric(broker: &Broker, name: &str, labels: &[(&str, &str)]) -> f64 {
     let (_, text) = stats_support::http_get(broker.stats_addr(), "/metrics", &[]);
-    stats_support::Metrics(text).sum("vane_connections_moved_total", &[])
+    stats_support::Metrics(text).sum(name, labels)
+}
+
+fn moves(broker: &Broker) -> f64 {
+    metric(broker, "vane_connections_moved_total", &[])
 }
 
 fn on_core(broker: &Broker, core: usize) -> f64 {
-    let (_, text) = stats_support::http_get(broker.stats_addr(), "/metrics", &[]);
-    stats_support::Metrics(text).sum(
-        "vane_connections_current",
-        &[("core", core.to_string().as_str())],
-    )
+    let core = core.to_string();
+    metric(broker, "vane_connections_current", &[("core", &core)])
 }
 
 /// Queues the next 20 QoS 1 messages of the sequence, numbered from
@@ -236,10 +239,7 @@ fn feed_until_declined(broker: &Broker, publisher: &Mq5, subscriber: &Mq5, topic
     subscriber.subscribe(&t, Q::AtLeastOnce);
     let mut sent = 0u32;
     loop {
-        let (_, text) = stats_support::http_get(broker.stats_addr(), "/metrics", &[]);
-        let declined =
-            stats_support::Metrics(text).sum("vane_connections_move_declined_total", &[]);
-        if declined >= 2.0 {
+        if metric(broker, "vane_connections_move_declined_total", &[]) >= 2.0 {
             break;
         }
         assert!(sent < 20_000, "no move wanted after {sent} messages");
@@ -311,10 +311,11 @@ fn no_local_holds_while_a_session_moves() {
     assert!(moved_at.is_some(), "no move after {sent} messages");
     // The witness moves only once the subscriber has left its core, so a
     // move out of that core is the subscriber's.
-    let (_, text) = stats_support::http_get(broker.stats_addr(), "/metrics", &[]);
-    let moved_out = stats_support::Metrics(text).sum(
+    let sub_core_label = sub_core.to_string();
+    let moved_out = metric(
+        &broker,
         "vane_connections_moved_total",
-        &[("core", sub_core.to_string().as_str())],
+        &[("core", &sub_core_label)],
     );
     assert!(moved_out >= 1.0, "the subscriber moved");
     for expected in 0..own_sent {
