@@ -527,9 +527,21 @@ impl Core {
 #[cfg(test)]
 impl Core {
     /// Core 1 of 2, after `adjust` has changed the configuration.
-    fn for_tests(adjust: impl FnOnce(&mut super::config::Config)) -> Core {
+    pub(crate) fn for_tests(adjust: impl FnOnce(&mut super::config::Config)) -> Core {
         let mut config = super::config::Config::default();
         adjust(&mut config);
         Core::new(1, 2, &config, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Installs a new session for client `id`, with a live link and no
+    /// peer attached (nothing is written; deliveries queue).
+    pub(crate) fn session_for_tests(&self, id: &str) -> SessionKey {
+        let owner = Claimant {
+            core: self.id,
+            ticket: self.next_id(),
+        };
+        let state = crate::broker::session::SessionState::new(self.session_limits);
+        let client_id = MqttStr::try_from(id).expect("a valid client id");
+        self.install_session(client_id, owner, state, Rc::default())
     }
 }

@@ -100,19 +100,39 @@ pub struct Migrations {
     /// On the adopting core: old key to new key, for forwarded messages.
     adopted: AHashMap<SessionKey, SessionKey>,
     /// New keys whose other deliveries wait for `ForwardingDone`.
-    holding: AHashMap<SessionKey, Vec<(Message, DeliveryPlan)>>,
+    holding: AHashMap<SessionKey, Vec<Held>>,
     pub to_serve: Vec<ToServe>,
 }
 
+/// A delivery to a session that just moved here, waiting for the old
+/// path to drain.
+struct Held {
+    message: Message,
+    plan: DeliveryPlan,
+    /// A retained message sent on subscribe (not bounded by the queue).
+    retained: bool,
+}
+
 impl Migrations {
-    /// Whether deliveries to `key` are held; if so, `message` joins them.
-    pub fn hold(&mut self, key: SessionKey, message: &Message, plan: &DeliveryPlan) -> bool {
+    /// Keeps the delivery if deliveries to `key` are held; otherwise hands
+    /// `plan` back.
+    pub fn hold(
+        &mut self,
+        key: SessionKey,
+        message: &Message,
+        plan: DeliveryPlan,
+        retained: bool,
+    ) -> Option<DeliveryPlan> {
         match self.holding.get_mut(&key) {
             Some(held) => {
-                held.push((message.clone(), plan.clone()));
-                true
+                held.push(Held {
+                    message: message.clone(),
+                    plan,
+                    retained,
+                });
+                None
             }
-            None => false,
+            None => Some(plan),
         }
     }
 
@@ -360,8 +380,8 @@ pub fn forwarding_done(core: &Core, old: SessionKey, new: SessionKey, now: std::
         migrations.adopted.remove(&old);
         migrations.holding.remove(&new).unwrap_or_default()
     };
-    for (message, plan) in held {
-        core.deliver_forwarded(new, &message, plan, now);
+    for held in held {
+        core.deliver_forwarded(new, &held.message, held.plan, now, held.retained);
     }
 }
 
@@ -375,7 +395,7 @@ pub fn forwarded(
 ) {
     let new = core.migrations.borrow().adopted.get(&old).copied();
     if let Some(new) = new {
-        core.deliver_forwarded(new, message, plan, now);
+        core.deliver_forwarded(new, message, plan, now, false);
     }
 }
 
@@ -461,6 +481,40 @@ mod tests {
             }
         }
         (forwarded, done)
+    }
+
+    /// On the adopting core, deliveries to the new key wait for
+    /// `ForwardingDone`; retained messages sent on subscribe keep their
+    /// exemption from the queue bound while they wait: with
+    /// `max_queued = 1`, both of two arrive.
+    #[test]
+    fn held_retained_deliveries_stay_exempt_from_the_queue_bound() {
+        let core = Core::for_tests(|c| {
+            c.limits.max_queued = 1;
+            c.limits.queue_qos0_offline = true;
+        });
+        let new = core.session_for_tests("moved");
+        core.migrations.borrow_mut().holding.insert(new, Vec::new());
+        let entry = SubscriptionEntry {
+            options: SubscriptionOptions::default(),
+            identifier: None,
+        };
+        let now = Instant::now();
+        for topic in ["r/1", "r/2"] {
+            let mut publish = Publish::new(TopicName::try_from(topic).unwrap(), Bytes::from("m"));
+            publish.retain = true;
+            let message = Message::from_publish(&publish, None, now);
+            let plan = DeliveryPlan::new(&message, &entry, true);
+            core.deliver_retained_to(new, &message, plan, now);
+        }
+        let queued = |core: &Core| {
+            let mut sessions = core.sessions.borrow_mut();
+            sessions.get_mut(new).unwrap().state.queued_len()
+        };
+        assert_eq!(queued(&core), 0, "held");
+        forwarding_done(&core, OLD, new, now);
+        assert_eq!(queued(&core), 2, "both retained messages delivered");
+        assert!(!core.migrations.borrow().is_holding());
     }
 
     /// [MQTT-3.8.3-3] while the old core still routes by the old key: the

@@ -273,17 +273,7 @@ mod tests {
     use super::*;
 
     fn session(core: &Core, id: &str) -> SessionKey {
-        let client_id = MqttStr::try_from(id).unwrap();
-        let owner = core.next_id();
-        let key = core.install_session(
-            client_id,
-            Claimant {
-                core: core.id,
-                ticket: owner,
-            },
-            SessionState::new(core.session_limits),
-            Rc::default(),
-        );
+        let key = core.session_for_tests(id);
         let mut sessions = core.sessions.borrow_mut();
         sessions.get_mut(key).unwrap().expiry = 300;
         key

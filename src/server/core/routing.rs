@@ -185,29 +185,7 @@ impl Core {
 
     /// Hands one message to one local session.
     pub fn deliver_to(&self, key: SessionKey, message: &Message, plan: DeliveryPlan, now: Instant) {
-        if self.held(key, message, &plan) {
-            return;
-        }
-        self.deliver_with(key, message, plan, now, false);
-    }
-
-    /// Hands a session that just moved here a message that took the old
-    /// path (see `migrate.rs`): not held.
-    pub fn deliver_forwarded(
-        &self,
-        key: SessionKey,
-        message: &Message,
-        plan: DeliveryPlan,
-        now: Instant,
-    ) {
-        self.deliver_with(key, message, plan, now, false);
-    }
-
-    /// Whether `key` just moved here and its deliveries wait for the old
-    /// path to drain; if so, `message` waits with them.
-    fn held(&self, key: SessionKey, message: &Message, plan: &DeliveryPlan) -> bool {
-        let mut migrations = self.migrations.borrow_mut();
-        migrations.is_holding() && migrations.hold(key, message, plan)
+        self.deliver_unless_held(key, message, plan, now, false);
     }
 
     /// Hands a retained message to a session that just subscribed. These
@@ -220,10 +198,45 @@ impl Core {
         plan: DeliveryPlan,
         now: Instant,
     ) {
-        if self.held(key, message, &plan) {
-            return;
-        }
-        self.deliver_with(key, message, plan, now, true);
+        self.deliver_unless_held(key, message, plan, now, true);
+    }
+
+    /// Hands a session that just moved here a message that took the old
+    /// path, or one that was held (see `migrate.rs`): not held again.
+    /// `retained` as for [`Core::deliver_retained_to`].
+    pub fn deliver_forwarded(
+        &self,
+        key: SessionKey,
+        message: &Message,
+        plan: DeliveryPlan,
+        now: Instant,
+        retained: bool,
+    ) {
+        self.deliver_with(key, message, plan, now, retained);
+    }
+
+    /// Delivers, unless `key` just moved here and its deliveries wait for
+    /// the old path to drain: then the delivery waits with them.
+    fn deliver_unless_held(
+        &self,
+        key: SessionKey,
+        message: &Message,
+        plan: DeliveryPlan,
+        now: Instant,
+        retained: bool,
+    ) {
+        let plan = {
+            let mut migrations = self.migrations.borrow_mut();
+            if migrations.is_holding() {
+                match migrations.hold(key, message, plan, retained) {
+                    Some(plan) => plan,
+                    None => return,
+                }
+            } else {
+                plan
+            }
+        };
+        self.deliver_with(key, message, plan, now, retained);
     }
 
     fn deliver_with(
