@@ -313,7 +313,17 @@ impl Connection {
             });
         };
         let version = self.version();
-        let session = session.expect("a connected connection has a session");
+        let Some(session) = session else {
+            // The session ended under the connection (taken over on another
+            // core): nothing more of its input is handled.
+            self.phase = Phase::Closed;
+            return Some(Event::Close(Close {
+                reason: DisconnectReasonCode::SessionTakenOver,
+                publish_will: false,
+                session_expiry: None,
+                detail: "the session was taken over".into(),
+            }));
+        };
         match packet {
             Packet::Publish(publish) => self.on_publish(publish, session, now, out),
             Packet::PubAck(ack) => self.ack_result(session.on_puback(ack.pid, now, out)),

@@ -272,6 +272,16 @@ impl SessionState {
         self.pump(now, out);
     }
 
+    /// The connection is being replaced by another (a takeover that keeps
+    /// the session): nothing is written until the next [`attach`], and
+    /// nothing queued is dropped.
+    ///
+    /// [`attach`]: SessionState::attach
+    pub fn suspend(&mut self) {
+        self.peer = None;
+        self.out_aliases = None;
+    }
+
     /// The connection is gone; the session stays. QoS 0 messages are only
     /// kept if the configuration queues QoS 0 for offline sessions.
     pub fn detach(&mut self) {

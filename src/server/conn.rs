@@ -244,6 +244,11 @@ async fn serve_until_closed_or_idle(
         // after a rare wait).
         let mut now = Instant::now();
         loop {
+            if link.killed().is_some() {
+                // Taken over (or shut down) during an await below: the
+                // session is gone, so what is still buffered is not read.
+                break;
+            }
             let outcome = {
                 let rare = {
                     let buffered = input.len();
@@ -600,23 +605,21 @@ async fn handle_event(
             }
             let clean_start = request.connect.clean_start;
             let (claimant, transfer) = core.claim(&request.client_id, clean_start).await;
-            let (state, session_present) = match transfer {
-                Some(transfer) if !clean_start => (transfer.state, true),
-                _ => (SessionState::new(core.session_limits), false),
+            // A session handed over keeps its subscriptions in every
+            // replica throughout (see `Core::evict`): no barrier is needed
+            // before CONNACK.
+            let (state, old_key) = match transfer {
+                Some(transfer) => (transfer.state, Some(transfer.old_key)),
+                None => (SessionState::new(core.session_limits), None),
             };
-            let subscriptions: Vec<(TopicFilter, SubscriptionEntry)> = state
-                .subscriptions
-                .iter()
-                .map(|(f, e)| (f.clone(), *e))
-                .collect();
-            let new_key =
-                core.install_session(request.client_id.clone(), claimant, state, link.clone());
-            for (filter, entry) in &subscriptions {
-                core.add_subscription(new_key, filter, *entry);
-            }
-            if !subscriptions.is_empty() {
-                core.barrier().await;
-            }
+            let session_present = old_key.is_some();
+            let new_key = core.install_session(
+                request.client_id.clone(),
+                claimant,
+                state,
+                old_key,
+                link.clone(),
+            );
             let now = Instant::now();
             let mut sessions = core.sessions.borrow_mut();
             let Some(slot) = sessions.get_mut(new_key) else {

@@ -111,12 +111,11 @@ pub struct Core {
     /// Client ids this core is home for, and who owns each.
     directory: RefCell<AHashMap<StoredId, Claimant>>,
     claims: RefCell<AHashMap<u64, ClaimWaiter>>,
-    /// Client ids with a claim on this core whose session is not yet
-    /// installed, and how many such claims each has.
-    installing: RefCell<AHashMap<MqttStr, usize>>,
-    /// Evictions that found no session because its claim was still being
-    /// installed: carried out once it is (see `evict`).
-    deferred_evictions: RefCell<AHashMap<MqttStr, (Claimant, bool)>>,
+    /// Tickets of this core's claims whose session is not yet installed.
+    installing: RefCell<ahash::AHashSet<u64>>,
+    /// Evictions that must wait for a claim to be installed or for a
+    /// session that just moved here to settle (see `evict`).
+    deferred_evictions: RefCell<Vec<ownership::DeferredEviction>>,
     /// This core's counters: written only here, read by the stats
     /// endpoint and the $SYS publisher (see `stats.rs`).
     pub stats: Arc<CoreStats>,
@@ -190,8 +189,8 @@ impl Core {
             next_id: Cell::new(1),
             directory: RefCell::new(AHashMap::new()),
             claims: RefCell::new(AHashMap::new()),
-            installing: RefCell::new(AHashMap::new()),
-            deferred_evictions: RefCell::new(AHashMap::new()),
+            installing: RefCell::new(ahash::AHashSet::new()),
+            deferred_evictions: RefCell::new(Vec::new()),
             stats: Arc::default(),
             telemetry: Default::default(),
             shutdown,
@@ -471,11 +470,12 @@ impl Core {
                     .borrow_mut()
                     .insert(StoredId::new(&client_id), claimant);
                 match previous {
-                    Some(owner) => self.send(
-                        owner.core,
+                    Some(previous) => self.send(
+                        previous.core,
                         CoreMsg::Evict {
                             client_id,
                             claimant,
+                            previous,
                             clean_start,
                         },
                     ),
@@ -491,9 +491,23 @@ impl Core {
             CoreMsg::Evict {
                 client_id,
                 claimant,
+                previous,
                 clean_start,
-            } => self.evict(&client_id, claimant, clean_start, now),
+            } => self.evict(
+                ownership::Eviction {
+                    client_id,
+                    claimant,
+                    previous,
+                    clean_start,
+                },
+                now,
+            ),
             CoreMsg::Handover { ticket, session } => {
+                if let Some(transfer) = &session {
+                    // What the old core forwards for the session's old key
+                    // may arrive before the claimant installs it.
+                    super::migrate::expect_forwarded(self, transfer.old_key);
+                }
                 if let Some(waiter) = self.claims.borrow_mut().remove(&ticket) {
                     *waiter.result.borrow_mut() = Some(session);
                     waiter.done.notify();
@@ -542,6 +556,6 @@ impl Core {
         };
         let state = crate::broker::session::SessionState::new(self.session_limits);
         let client_id = MqttStr::try_from(id).expect("a valid client id");
-        self.install_session(client_id, owner, state, Rc::default())
+        self.install_session(client_id, owner, state, None, Rc::default())
     }
 }

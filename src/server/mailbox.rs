@@ -34,6 +34,11 @@ pub struct Claimant {
 #[derive(Debug)]
 pub struct SessionTransfer {
     pub state: SessionState,
+    /// The key the session had on the core it left. Until every replica
+    /// routes by its new key, messages for this one reach it through that
+    /// core (the forwarding of `migrate.rs`), so none published during the
+    /// takeover is lost.
+    pub old_key: SessionKey,
 }
 
 /// What one core tells another. Everything in it is `Send`: payloads and
@@ -87,6 +92,9 @@ pub enum CoreMsg {
     Evict {
         client_id: MqttStr,
         claimant: Claimant,
+        /// The owner the home core replaced: the session to evict, or one
+        /// whose claim the receiving core has not installed yet.
+        previous: Claimant,
         clean_start: bool,
     },
     /// To the claimant: the session to resume, if any.

@@ -101,6 +101,10 @@ pub struct Migrations {
     adopted: AHashMap<SessionKey, SessionKey>,
     /// New keys whose other deliveries wait for `ForwardingDone`.
     holding: AHashMap<SessionKey, Vec<Held>>,
+    /// On a core that won a takeover: old keys whose session has been
+    /// handed over but not installed yet, with what was forwarded for them
+    /// meanwhile.
+    awaiting_install: AHashMap<SessionKey, Vec<(Message, DeliveryPlan)>>,
     pub to_serve: Vec<ToServe>,
 }
 
@@ -254,23 +258,7 @@ pub fn adopt(core: &Core, mut adoption: Box<Adoption>) {
         migrations.adopted.insert(old, key);
         migrations.holding.insert(key, Vec::new());
     }
-    {
-        let mut trie = core.trie.borrow_mut();
-        for (filter, entry) in &filters {
-            trie.remove(filter, old);
-            trie.insert(filter, key, *entry);
-        }
-    }
-    for peer in (0..core.ncores).filter(|&p| p != core.id) {
-        core.send(
-            peer,
-            CoreMsg::Rekey {
-                old,
-                new: key,
-                filters: filters.clone(),
-            },
-        );
-    }
+    switch_replicas(core, old, key, &filters);
     let client_id = adoption.client_id.to_mqtt();
     core.send(
         home_core(client_id.as_bytes(), core.ncores),
@@ -287,6 +275,93 @@ pub fn adopt(core: &Core, mut adoption: Box<Adoption>) {
         .to_serve
         .push(ToServe { adoption, link });
     core.resume_ready.notify();
+}
+
+/// Switches this core's replica from `old` to `new` and tells every peer
+/// to do the same (`Rekey`).
+fn switch_replicas(
+    core: &Core,
+    old: SessionKey,
+    new: SessionKey,
+    filters: &[(TopicFilter, SubscriptionEntry)],
+) {
+    {
+        let mut trie = core.trie.borrow_mut();
+        for (filter, entry) in filters {
+            trie.remove(filter, old);
+            trie.insert(filter, new, *entry);
+        }
+    }
+    for peer in (0..core.ncores).filter(|&p| p != core.id) {
+        core.send(
+            peer,
+            CoreMsg::Rekey {
+                old,
+                new,
+                filters: filters.to_vec(),
+            },
+        );
+    }
+}
+
+/// The old core's side of a takeover that continues the session on core
+/// `to` (see `Core::evict`): as for a move, messages routed to `key` go on
+/// to `to` until every replica routes by the session's new key. `to` may
+/// be this core.
+pub fn forward_taken_over(core: &Core, key: SessionKey, slot: &SessionSlot, to: usize) {
+    let filters = slot
+        .state
+        .subscriptions
+        .iter()
+        .map(|(f, e)| (f.clone(), *e))
+        .collect();
+    // Markers come from every core but this one and `to`.
+    let others = core.ncores - 1 - usize::from(to != core.id);
+    core.migrations.borrow_mut().forwarding.insert(
+        key,
+        Forwarding {
+            to,
+            new_key: None,
+            filters,
+            markers_left: others,
+        },
+    );
+}
+
+/// The claimant's side of a Handover that carries a session: what the old
+/// core forwards for `old` is kept until the session is installed.
+pub fn expect_forwarded(core: &Core, old: SessionKey) {
+    core.migrations
+        .borrow_mut()
+        .awaiting_install
+        .insert(old, Vec::new());
+}
+
+/// The claimant's side, once the session taken over from `old` is
+/// installed under `new`: what was forwarded meanwhile is delivered, other
+/// deliveries wait for the old path to drain, and every replica switches
+/// to the new key.
+pub fn resume_taken_over(
+    core: &Core,
+    old: SessionKey,
+    new: SessionKey,
+    filters: Vec<(TopicFilter, SubscriptionEntry)>,
+) {
+    let forwarded = {
+        let mut migrations = core.migrations.borrow_mut();
+        migrations.adopted.insert(old, new);
+        migrations.holding.insert(new, Vec::new());
+        migrations.awaiting_install.remove(&old).unwrap_or_default()
+    };
+    let now = std::time::Instant::now();
+    for (message, plan) in forwarded {
+        core.deliver_forwarded(new, &message, plan, now, false);
+    }
+    switch_replicas(core, old, new, &filters);
+    if usize::from(old.core) == core.id {
+        // Taken over on the same core: this core is the old one too.
+        rekey(core, old, new, filters);
+    }
 }
 
 /// A peer's side of `Rekey`. The old core switches only once every other
@@ -383,6 +458,7 @@ pub fn forwarding_done(core: &Core, old: SessionKey, new: SessionKey, now: std::
     for held in held {
         core.deliver_forwarded(new, &held.message, held.plan, now, held.retained);
     }
+    core.settled(new);
 }
 
 /// The adopting core's side of `Forwarded`.
@@ -393,7 +469,17 @@ pub fn forwarded(
     plan: DeliveryPlan,
     now: std::time::Instant,
 ) {
-    let new = core.migrations.borrow().adopted.get(&old).copied();
+    let new = {
+        let mut migrations = core.migrations.borrow_mut();
+        let new = migrations.adopted.get(&old).copied();
+        if new.is_none() {
+            if let Some(waiting) = migrations.awaiting_install.get_mut(&old) {
+                waiting.push((message.clone(), plan));
+                return;
+            }
+        }
+        new
+    };
     if let Some(new) = new {
         core.deliver_forwarded(new, message, plan, now, false);
     }

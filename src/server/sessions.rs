@@ -361,17 +361,23 @@ impl Sessions {
         Some(slot)
     }
 
-    pub fn remove_by_client(&mut self, client_id: &MqttStr) -> Option<(SessionKey, SessionSlot)> {
+    /// The key of the session of `client_id` on this core, if any.
+    pub fn key_of_client(&self, client_id: &MqttStr) -> Option<SessionKey> {
         let hash = self.hasher.hash_one(client_id.as_bytes());
         let slots = &self.slots;
         let index = *self
             .by_client
             .find(hash, |&i| slot_id(slots, i) == Some(client_id.as_bytes()))?;
-        let key = SessionKey {
+        Some(SessionKey {
             core: self.core,
             slot: index,
             generation: self.generations[index as usize],
-        };
+        })
+    }
+
+    #[cfg(test)]
+    pub fn remove_by_client(&mut self, client_id: &MqttStr) -> Option<(SessionKey, SessionSlot)> {
+        let key = self.key_of_client(client_id)?;
         self.remove(key).map(|slot| (key, slot))
     }
 

@@ -22,6 +22,31 @@ use crate::server::mailbox::{Claimant, CoreMsg, SessionTransfer};
 use crate::server::notify::Notify;
 use crate::server::sessions::{ConnLink, Presence, SessionSlot, StoredId};
 
+/// An `Evict` from a client id's home core.
+#[derive(Debug, Clone)]
+pub struct Eviction {
+    pub client_id: MqttStr,
+    pub claimant: Claimant,
+    /// The owner the home core replaced.
+    pub previous: Claimant,
+    pub clean_start: bool,
+}
+
+/// An eviction that has to wait (see [`Core::evict`]).
+#[derive(Debug)]
+pub struct DeferredEviction {
+    eviction: Eviction,
+    until: Until,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// This core's claim with this ticket is installed.
+    Installed(u64),
+    /// The session under this key, which just moved here, has settled.
+    Settled(SessionKey),
+}
+
 impl Core {
     pub async fn claim(
         &self,
@@ -41,11 +66,7 @@ impl Core {
                 result: result.clone(),
             },
         );
-        *self
-            .installing
-            .borrow_mut()
-            .entry(client_id.clone())
-            .or_insert(0) += 1;
+        self.installing.borrow_mut().insert(claimant.ticket);
         self.send(
             home_core(client_id.as_bytes(), self.ncores),
             CoreMsg::Claim {
@@ -59,40 +80,65 @@ impl Core {
         (claimant, session)
     }
 
-    /// The previous owner's side of a takeover.
-    pub(super) fn evict(
-        &self,
-        client_id: &MqttStr,
-        claimant: Claimant,
-        clean_start: bool,
-        now: Instant,
-    ) {
-        let slot = self.sessions.borrow_mut().remove_by_client(client_id);
-        let moved_to = self.migrations.borrow().moved_to(client_id);
-        if let (None, Some(to)) = (&slot, moved_to) {
-            // The session moved cores before its home core learnt of it.
-            let client_id = client_id.clone();
-            self.send(
-                to,
-                CoreMsg::Evict {
-                    client_id,
-                    claimant,
-                    clean_start,
-                },
-            );
-            return;
-        }
-        if slot.is_none() && self.installing.borrow().contains_key(client_id) {
-            // The owner won its claim but has not installed its session yet
-            // (its Handover and this Evict can arrive in one batch): evict
-            // it once it has, or two connections would own the id and the
-            // session it resumed would be lost.
+    /// The previous owner's side of a takeover: closes the session's
+    /// connection and hands the session to the claimant.
+    ///
+    /// Waits first in two cases, or two connections would own the id:
+    /// - the previous owner is a claim of this core that won but is not
+    ///   installed yet (its Handover and this Evict came from different
+    ///   cores, in either order): evicted once installed;
+    /// - the session just moved here and messages for its old key are
+    ///   still on their way: evicted once they are in, so that the next
+    ///   owner gets them in order.
+    ///
+    /// A previous owner that is neither here nor pending has ended: the
+    /// claimant starts afresh. A session that continues (no Clean Start)
+    /// keeps its subscriptions in every replica under its old key, which
+    /// forwards to the claimant's core until every replica has switched to
+    /// its new key (`migrate.rs`), so nothing published meanwhile is lost.
+    pub(super) fn evict(&self, eviction: Eviction, now: Instant) {
+        let client_id = &eviction.client_id;
+        let key = self.sessions.borrow().key_of_client(client_id);
+        let until = match key {
+            None => {
+                let moved_to = self.migrations.borrow().moved_to(client_id);
+                if let Some(to) = moved_to {
+                    // The session moved cores before its home core learnt of it.
+                    self.send(
+                        to,
+                        CoreMsg::Evict {
+                            client_id: eviction.client_id.clone(),
+                            claimant: eviction.claimant,
+                            previous: eviction.previous,
+                            clean_start: eviction.clean_start,
+                        },
+                    );
+                    return;
+                }
+                let previous = eviction.previous;
+                let pending =
+                    previous.core == self.id && self.installing.borrow().contains(&previous.ticket);
+                pending.then_some(Until::Installed(previous.ticket))
+            }
+            Some(key) => self
+                .migrations
+                .borrow()
+                .is_settling(key)
+                .then_some(Until::Settled(key)),
+        };
+        if let Some(until) = until {
             self.deferred_evictions
                 .borrow_mut()
-                .insert(client_id.clone(), (claimant, clean_start));
+                .push(DeferredEviction { eviction, until });
             return;
         }
-        let session = slot.map(|(key, mut slot)| {
+        let Eviction {
+            claimant,
+            clean_start,
+            ..
+        } = eviction;
+        let slot = key.and_then(|key| Some((key, self.sessions.borrow_mut().remove(key)?)));
+        let session = slot.and_then(|(key, mut slot)| {
             self.unpark(&mut slot);
             if let Some(link) = slot.link() {
                 // [MQTT-3.1.4-3]: the existing connection is closed, 5.0
@@ -100,19 +146,25 @@ impl Core {
                 link.session_ended.set(clean_start);
                 link.kill(DisconnectReasonCode::SessionTakenOver);
             }
-            for filter in slot.state.subscriptions.keys() {
-                self.remove_subscription(key, filter);
-            }
-            if let Some((will, _)) = slot.pending_will.map(|due| *due) {
-                // A delayed will whose session is taken over by a clean
-                // start is published now: the old session ends.
-                if clean_start {
+            if clean_start {
+                // The old session ends: its subscriptions go, and a delayed
+                // will is published now.
+                for filter in slot.state.subscriptions.keys() {
+                    self.remove_subscription(key, filter);
+                }
+                if let Some((will, _)) = slot.pending_will.map(|due| *due) {
                     self.publish_will(will, now);
                 }
+                return None;
             }
-            Box::new(SessionTransfer { state: slot.state })
+            // Until the claimant's CONNACK, deliveries queue.
+            slot.state.suspend();
+            crate::server::migrate::forward_taken_over(self, key, &slot, claimant.core);
+            Some(Box::new(SessionTransfer {
+                state: slot.state,
+                old_key: key,
+            }))
         });
-        let session = if clean_start { None } else { session };
         self.send(
             claimant.core,
             CoreMsg::Handover {
@@ -120,6 +172,30 @@ impl Core {
                 session,
             },
         );
+    }
+
+    /// Carries out the evictions that waited for `until`.
+    fn evict_deferred(&self, until: Until) {
+        let ready: Vec<Eviction> = {
+            let mut deferred = self.deferred_evictions.borrow_mut();
+            if deferred.is_empty() {
+                return;
+            }
+            let (ready, waiting) = std::mem::take(&mut *deferred)
+                .into_iter()
+                .partition(|d| d.until == until);
+            *deferred = waiting;
+            ready.into_iter().map(|d| d.eviction).collect()
+        };
+        for eviction in ready {
+            self.evict(eviction, Instant::now());
+        }
+    }
+
+    /// A session that moved here has settled (`migrate.rs`): evictions
+    /// that waited for it go ahead.
+    pub fn settled(&self, key: SessionKey) {
+        self.evict_deferred(Until::Settled(key));
     }
 
     /// Ends a session on this core: its subscriptions go from every
@@ -218,14 +294,22 @@ impl Core {
         }
     }
 
-    /// Creates a session slot for a connection that won its claim.
+    /// Creates a session slot for a connection that won its claim. A
+    /// session taken over from `old_key` switches every replica to its new
+    /// key (`migrate.rs`); any other has no subscriptions yet.
     pub fn install_session(
         &self,
         client_id: MqttStr,
         owner: Claimant,
         state: SessionState,
+        old_key: Option<SessionKey>,
         link: Rc<ConnLink>,
     ) -> SessionKey {
+        let filters: Vec<_> = state
+            .subscriptions
+            .iter()
+            .map(|(f, e)| (f.clone(), *e))
+            .collect();
         let slot = SessionSlot {
             client_id: StoredId::new(&client_id),
             owner,
@@ -236,21 +320,18 @@ impl Core {
             pending_will: None,
         };
         let key = self.sessions.borrow_mut().insert(slot);
-        {
-            let mut installing = self.installing.borrow_mut();
-            if let Some(n) = installing.get_mut(&client_id) {
-                *n -= 1;
-                if *n == 0 {
-                    installing.remove(&client_id);
+        match old_key {
+            Some(old) => crate::server::migrate::resume_taken_over(self, old, key, filters),
+            None => {
+                for (filter, entry) in &filters {
+                    self.add_subscription(key, filter, *entry);
                 }
             }
         }
-        let deferred = self.deferred_evictions.borrow_mut().remove(&client_id);
-        if let Some((claimant, clean_start)) = deferred {
-            // Taken over while it was being installed: the connection sees
-            // its slot gone and closes without CONNACK.
-            self.evict(&client_id, claimant, clean_start, Instant::now());
-        }
+        self.installing.borrow_mut().remove(&owner.ticket);
+        // Taken over while it was being installed: the connection sees its
+        // slot gone and closes without CONNACK.
+        self.evict_deferred(Until::Installed(owner.ticket));
         key
     }
 
@@ -271,6 +352,77 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mstr(id: &str) -> MqttStr {
+        MqttStr::try_from(id).expect("a valid client id")
+    }
+
+    /// The previous owner's connection closed before the Evict arrived,
+    /// while the claimant is a connection on this same core: the claimant
+    /// gets its Handover at once. (Deferring because *some* claim for the
+    /// id was pending here left the claimant waiting for its own install.)
+    #[test]
+    fn evicting_an_owner_that_has_ended_hands_over_at_once() {
+        let core = Core::for_tests(|_| {});
+        let key = session(&core, "id");
+        let previous = core.sessions.borrow_mut().get_mut(key).unwrap().owner;
+        let claimant = Claimant {
+            core: core.id,
+            ticket: core.next_ticket(),
+        };
+        core.installing.borrow_mut().insert(claimant.ticket);
+        core.end_session(key);
+        core.take_self_messages();
+        let eviction = Eviction {
+            client_id: mstr("id"),
+            claimant,
+            previous,
+            clean_start: true,
+        };
+        core.evict(eviction, Instant::now());
+        let sent = core.take_self_messages();
+        assert!(
+            matches!(sent.as_slice(), [CoreMsg::Handover { ticket, session: None }] if *ticket == claimant.ticket),
+            "{sent:?}"
+        );
+        assert!(core.deferred_evictions.borrow().is_empty());
+    }
+
+    /// The previous owner won its claim here but is not installed yet: the
+    /// eviction waits, then hands the installed session over, with its
+    /// old key so that what is routed to it meanwhile follows it.
+    #[test]
+    fn evicting_a_claim_not_yet_installed_waits_for_it() {
+        let core = Core::for_tests(|_| {});
+        let previous = Claimant {
+            core: core.id,
+            ticket: core.next_ticket(),
+        };
+        core.installing.borrow_mut().insert(previous.ticket);
+        let claimant = Claimant { core: 0, ticket: 7 };
+        let eviction = Eviction {
+            client_id: mstr("id"),
+            claimant,
+            previous,
+            clean_start: false,
+        };
+        core.evict(eviction, Instant::now());
+        assert!(
+            core.outboxes[0].take_batch().is_empty(),
+            "evicted too early"
+        );
+        assert_eq!(core.deferred_evictions.borrow().len(), 1);
+
+        let state = SessionState::new(core.session_limits);
+        let key = core.install_session(mstr("id"), previous, state, None, Rc::default());
+        assert!(core.sessions.borrow_mut().get_mut(key).is_none());
+        let sent = core.outboxes[0].take_batch();
+        assert!(
+            matches!(sent.as_slice(), [CoreMsg::Handover { ticket: 7, session: Some(t) }] if t.old_key == key),
+            "{sent:?}"
+        );
+        assert_eq!(core.migrations.borrow().forward_to(key), Some(0));
+    }
 
     fn session(core: &Core, id: &str) -> SessionKey {
         let key = core.session_for_tests(id);
