@@ -372,47 +372,68 @@ impl Core {
 
     /// Back-pressure towards local subscribers: waits until every
     /// subscriber this task just filled past the mark has drained below it.
-    /// One that does not drain within [`SLOW_CONSUMER_GRACE`] is marked a
-    /// slow consumer and no longer waited for: it must not slow anyone else
-    /// (its QoS 0 overflow is dropped at its cap instead).
+    /// One that writes nothing for a whole [`SLOW_CONSUMER_GRACE`] is marked
+    /// a slow consumer and no longer waited for: it must not slow anyone
+    /// else (its QoS 0 overflow is dropped at its cap instead). They are
+    /// waited for together, so any number of stuck subscribers cost one
+    /// grace period, not one each.
     pub async fn wait_for_consumers(&self) {
-        loop {
-            let Some(link) = self.congested.borrow_mut().pop() else {
+        let mut waiting: Vec<(Rc<ConnLink>, u64)> = {
+            let mut congested = self.congested.borrow_mut();
+            if congested.is_empty() {
                 return;
-            };
-            if link.is_slow() || !link.over(self.marks) {
-                continue;
             }
-            // A subscriber that keeps reading is waited for however long it
-            // takes: its QoS 1/2 messages are acknowledged to publishers
-            // and must not be dropped. Only one that wrote nothing for a
-            // whole grace period is a slow consumer.
-            let mut progress = link.progress();
-            loop {
-                let drained = futures_lite::future::or(
-                    async {
-                        link.drained(self.marks).await;
-                        true
-                    },
-                    async {
-                        glommio::timer::sleep(SLOW_CONSUMER_GRACE).await;
-                        false
-                    },
-                )
-                .await;
-                if drained {
-                    break;
+            congested
+                .drain(..)
+                .filter(|link| !link.is_slow() && link.over(self.marks))
+                .map(|link| {
+                    let progress = link.progress();
+                    (link, progress)
+                })
+                .collect()
+        };
+        waiting.sort_unstable_by_key(|(link, _)| Rc::as_ptr(link) as usize);
+        waiting.dedup_by(|a, b| Rc::ptr_eq(&a.0, &b.0));
+        // A subscriber that keeps reading is waited for however long it
+        // takes: its QoS 1/2 messages are acknowledged to publishers and
+        // must not be dropped.
+        let mut deadline = Instant::now() + SLOW_CONSUMER_GRACE;
+        while let Some((first, _)) = waiting.first() {
+            let first = first.clone();
+            let timed_out = futures_lite::future::or(
+                async {
+                    first.drained(self.marks).await;
+                    false
+                },
+                async {
+                    glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                    true
+                },
+            )
+            .await;
+            let now = Instant::now();
+            let grace_over = timed_out || now >= deadline;
+            waiting.retain_mut(|(link, progress)| {
+                if link.is_slow() || !link.over(self.marks) || link.killed().is_some() {
+                    return false;
                 }
-                let now = link.progress();
-                if now == progress {
+                if !grace_over {
+                    return true;
+                }
+                let current = link.progress();
+                if current == *progress {
                     link.mark_slow();
                     tracing::debug!(
                         core = self.id,
                         "slow consumer: nothing read for {SLOW_CONSUMER_GRACE:?}; its QoS 0 overflow is dropped and its queue bound applies"
                     );
-                    break;
+                    return false;
                 }
-                progress = now;
+                *progress = current;
+                true
+            });
+            if grace_over {
+                deadline = now + SLOW_CONSUMER_GRACE;
             }
         }
     }

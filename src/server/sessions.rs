@@ -190,7 +190,12 @@ impl ConnLink {
             if !self.over(marks) || self.killed.get().is_some() {
                 std::task::Poll::Ready(())
             } else {
-                self.drain_waiters.borrow_mut().push(cx.waker().clone());
+                // Polled again by the same task (a wait that goes on past a
+                // grace period): one waker each, not one per poll.
+                let mut waiters = self.drain_waiters.borrow_mut();
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
                 std::task::Poll::Pending
             }
         })
