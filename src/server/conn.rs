@@ -29,7 +29,7 @@ use crate::codec::{
 
 use super::core::Core;
 use super::parking::Parked;
-use super::sessions::{ConnLink, Presence, StoredId};
+use super::sessions::{will_fate, ConnLink, Presence, StoredId, WillFate};
 
 /// Bytes read from the socket per read call, into the core's scratch
 /// buffer.
@@ -778,17 +778,15 @@ fn finish(
         }
     };
     if let Some((will, delay)) = will {
-        // A takeover with Clean Start ends the session: the will is due.
-        if delay == 0 || (still_ours && expiry == 0) || session_ended {
-            core.publish_will(will, now);
-        } else if let Some(slot) = core.sessions.borrow_mut().get_mut(key) {
-            // [MQTT-3.1.3-9]: sent after the delay or when the session
-            // ends, whichever is first; a reconnect cancels it.
-            let delay = Duration::from_secs(u64::from(delay.min(expiry)));
-            slot.pending_will = Some(Box::new((will, now + delay)));
+        match will_fate(delay, expiry, still_ours, session_ended, now) {
+            WillFate::PublishNow => core.publish_will(will, now),
+            WillFate::DueAt(at) => {
+                if let Some(slot) = core.sessions.borrow_mut().get_mut(key) {
+                    slot.pending_will = Some(Box::new((will, at)));
+                }
+            }
+            WillFate::Cancelled => {}
         }
-        // A delayed will of a connection taken over is dropped: the
-        // session continues on the new connection ([MQTT-3.1.3-9]).
     }
     if still_ours && expiry == 0 {
         core.end_session(key);

@@ -203,6 +203,44 @@ impl ConnLink {
     }
 }
 
+/// What becomes of the will of a connection that closed without a normal
+/// DISCONNECT (see [`will_fate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WillFate {
+    PublishNow,
+    /// Kept with the offline session until then, unless a reconnect
+    /// cancels it ([`Sessions::due`] hands it out).
+    DueAt(Instant),
+    /// The session lives on with a new connection, which cancels it.
+    Cancelled,
+}
+
+/// When a closed connection's will is published ([MQTT-3.1.2-8],
+/// [MQTT-3.1.3-9]): after the Will Delay Interval (`delay`, seconds; 0 for
+/// 3.x) or when the session ends, whichever is first, and not at all if a
+/// new connection resumes the session before then.
+/// - `expiry`: the session's expiry interval in seconds (0: it ends with
+///   the connection);
+/// - `still_ours`: the session is still on this core, now offline (not
+///   taken over by a new connection);
+/// - `ended_by_takeover`: a new connection took the id with Clean Start,
+///   which ends the old session.
+pub fn will_fate(
+    delay: u32,
+    expiry: u32,
+    still_ours: bool,
+    ended_by_takeover: bool,
+    now: Instant,
+) -> WillFate {
+    if delay == 0 || (still_ours && expiry == 0) || ended_by_takeover {
+        WillFate::PublishNow
+    } else if still_ours {
+        WillFate::DueAt(now + std::time::Duration::from_secs(u64::from(delay.min(expiry))))
+    } else {
+        WillFate::Cancelled
+    }
+}
+
 /// Back-pressure marks: output bytes and queued messages above which a
 /// subscriber's feeders wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,6 +579,47 @@ pub(super) mod tests {
         assert!(sessions.due(t0 + Duration::from_secs(9)).1.is_empty());
         assert_eq!(sessions.due(t0 + Duration::from_secs(10)).1.len(), 1);
         assert!(sessions.due(t0 + Duration::from_secs(11)).1.is_empty());
+    }
+
+    /// [MQTT-3.1.3-9] on simulated time: a will waits for its delay or the
+    /// session's end, whichever is first; a session that ends with its
+    /// connection (expiry 0), a zero delay, or a takeover with Clean Start
+    /// publishes it at once; a takeover that resumes the session cancels
+    /// it ([MQTT-3.1.2-8] covers the connection closing; a normal
+    /// DISCONNECT never reaches here, [MQTT-3.1.2-10]).
+    #[test]
+    fn a_will_is_due_after_its_delay_or_the_sessions_end() {
+        let t0 = Instant::now();
+        let secs = |s| t0 + Duration::from_secs(s);
+        // (delay, expiry, still ours, ended by takeover) -> fate
+        let cases = [
+            ((0, 100, true, false), WillFate::PublishNow),
+            ((5, 100, true, false), WillFate::DueAt(secs(5))),
+            ((30, 10, true, false), WillFate::DueAt(secs(10))),
+            ((30, 0, true, false), WillFate::PublishNow),
+            ((30, 100, false, false), WillFate::Cancelled),
+            ((0, 100, false, false), WillFate::PublishNow),
+            ((30, 100, false, true), WillFate::PublishNow),
+            ((30, u32::MAX, true, false), WillFate::DueAt(secs(30))),
+        ];
+        for ((delay, expiry, still_ours, ended), fate) in cases {
+            assert_eq!(
+                will_fate(delay, expiry, still_ours, ended, t0),
+                fate,
+                "delay {delay}, expiry {expiry}, still ours {still_ours}, ended {ended}"
+            );
+        }
+        // And the offline session hands the delayed will out then, once.
+        let mut sessions = Sessions::new(0);
+        let key = sessions.insert(slot("w", 100, Some(Rc::default())));
+        sessions.detach(key, t0);
+        let WillFate::DueAt(at) = will_fate(5, 100, true, false, t0) else {
+            panic!("delayed")
+        };
+        sessions.get_mut(key).unwrap().pending_will = Some(Box::new((will(), at)));
+        assert!(sessions.due(secs(4)).1.is_empty());
+        assert_eq!(sessions.due(secs(5)).1.len(), 1);
+        assert!(sessions.due(secs(6)).1.is_empty());
     }
 
     /// `max_offline_sessions`: once more sessions are offline than the
