@@ -29,7 +29,8 @@ struct Args {
 
 fn main() {
     if let Err(error) = run() {
-        eprintln!("{error:#}");
+        // One line: the error and its causes, each after a colon.
+        eprintln!("vane: {error:#}");
         std::process::exit(1);
     }
 }

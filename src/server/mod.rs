@@ -4,14 +4,16 @@
 //!
 //! Owns: starting and stopping executors, binding listeners, the per-core
 //! background tasks (accept loop, mailbox senders and receivers, the
-//! sweeper), and turning kernel limits into one clear error line. Does not
-//! own: protocol logic (`crate::broker`) or routing (`core.rs`).
+//! sweeper). Does not own: protocol logic (`crate::broker`), routing
+//! (`core.rs`), or checking what the kernel must provide (`kernel.rs`, run
+//! before any executor is built).
 
 mod affinity;
 pub mod config;
 mod conn;
 mod core;
 mod http;
+mod kernel;
 mod mailbox;
 mod metrics;
 mod migrate;
@@ -73,7 +75,8 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
         let cores = config.effective_cores();
-        check_memlock(cores, &config)?;
+        kernel::check_io_uring().map_err(ServerError::Kernel)?;
+        kernel::check_memlock(cores, memlock_per_core(&config)).map_err(ServerError::Kernel)?;
         let listeners = bind_listeners(config.listen, cores)?;
         let addr = listeners[0]
             .local_addr()
@@ -122,7 +125,7 @@ impl Server {
                     let executor = match builder.make() {
                         Ok(executor) => executor,
                         Err(error) => {
-                            let message = explain_executor_error(&error.to_string());
+                            let message = kernel::explain_executor_error(&error.to_string());
                             let _ = ready.send(Err(message.clone()));
                             return Err(message);
                         }
@@ -434,39 +437,4 @@ fn allowed_cpus() -> Vec<usize> {
 /// io_uring rings (about 512 KiB in all with the default settings).
 fn memlock_per_core(config: &Config) -> u64 {
     config.executor.io_memory as u64 + 448 * 1024
-}
-
-fn check_memlock(cores: usize, config: &Config) -> Result<(), ServerError> {
-    // SAFETY: getrlimit only writes the struct it is given.
-    let limit = unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
-            return Ok(());
-        }
-        limit.rlim_cur
-    };
-    let needed = memlock_per_core(config) * cores as u64;
-    if limit != libc::RLIM_INFINITY && limit < needed {
-        return Err(ServerError::Kernel(format!(
-            "vane: locked-memory limit is {} KiB but {cores} cores need about {} KiB; \
-             raise it (ulimit -l {}, or LimitMEMLOCK= in the systemd unit) or start fewer cores (--cores N)",
-            limit / 1024,
-            needed / 1024,
-            needed / 1024
-        )));
-    }
-    Ok(())
-}
-
-fn explain_executor_error(error: &str) -> String {
-    let lower = error.to_lowercase();
-    if lower.contains("cannot allocate memory") || lower.contains("enomem") {
-        format!("vane: io_uring setup failed for lack of locked memory ({error}); raise the locked-memory limit (ulimit -l, LimitMEMLOCK=) or start fewer cores (--cores N)")
-    } else if lower.contains("function not implemented")
-        || lower.contains("operation not permitted")
-    {
-        format!("vane: io_uring is not available ({error}); Vane needs Linux 5.8+ with io_uring enabled (sysctl kernel.io_uring_disabled=0)")
-    } else {
-        format!("vane: cannot start an executor: {error}")
-    }
 }
