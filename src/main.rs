@@ -18,7 +18,8 @@ struct Args {
     /// MQTT listener address, overriding the config (default 0.0.0.0:1883).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// Number of executors (pinned threads), overriding the config; 0 = all CPUs.
+    /// Number of executors (pinned threads), overriding the config: at most
+    /// 64; 0 = one per CPU, up to 64.
     #[arg(long)]
     cores: Option<usize>,
     /// Stats HTTP listener address (/metrics, /stats, /healthz, /readyz),

@@ -172,3 +172,25 @@ fn missing_io_uring_is_one_clear_line() {
         assert!(line.contains("Linux 5.8"), "{line}");
     }
 }
+
+/// `--cores` above 64 (cross-core delivery names cores in a 64-bit mask)
+/// is a configuration error: one line, exit 1, before anything starts.
+#[test]
+fn more_than_64_cores_is_refused() {
+    let mut vane = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "65",
+            "--stats-listen",
+            "127.0.0.1:0",
+        ],
+        |_| {},
+    );
+    let line = vane.fails_with_one_line();
+    assert!(
+        line.contains("--cores 65") && line.contains("at most 64"),
+        "{line}"
+    );
+}

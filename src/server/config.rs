@@ -13,6 +13,10 @@ use serde::Deserialize;
 use crate::broker::connection::ConnectionLimits;
 use crate::broker::session::{DropPolicy, SessionLimits};
 
+/// The most executors a broker runs: cross-core delivery names the cores
+/// a message goes to in one 64-bit mask.
+pub const MAX_CORES: usize = 64;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,7 +40,8 @@ pub enum ConfigError {
 pub struct Config {
     /// MQTT listener address.
     pub listen: SocketAddr,
-    /// Executors (one pinned thread each); 0 means one per CPU.
+    /// Executors (one pinned thread each), at most [`MAX_CORES`]; 0 means
+    /// one per CPU, up to [`MAX_CORES`].
     pub cores: usize,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins if set.
     pub log_level: String,
@@ -266,6 +271,14 @@ impl Config {
 
     /// Checks settings that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cores > MAX_CORES {
+            return Err(ConfigError::Invalid(format!(
+                "cores = {} (or --cores {}): at most {MAX_CORES} executors are supported \
+                 (cross-core delivery names cores in a 64-bit mask); \
+                 use 0 for one per CPU, up to {MAX_CORES}",
+                self.cores, self.cores
+            )));
+        }
         let l = &self.limits;
         if l.max_packet_size < 64 {
             return Err(ConfigError::Invalid(
@@ -300,13 +313,29 @@ impl Config {
         Ok(())
     }
 
-    /// The number of executors to start.
+    /// The number of executors to start: `cores`, or with 0 one per CPU
+    /// this process may use, at most [`MAX_CORES`].
     pub fn effective_cores(&self) -> usize {
-        if self.cores > 0 {
-            self.cores
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
+        cores_for(self.cores, available_cpus())
+    }
+
+    /// With `cores = 0` on a machine of more than [`MAX_CORES`] CPUs: the
+    /// number of CPUs, which the broker does not all use.
+    pub fn cpus_left_unused(&self) -> Option<usize> {
+        let cpus = available_cpus();
+        (self.cores == 0 && cpus > MAX_CORES).then_some(cpus)
+    }
+}
+
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Executors for a `cores` setting on a machine of `cpus` CPUs.
+fn cores_for(setting: usize, cpus: usize) -> usize {
+    match setting {
+        0 => cpus.clamp(1, MAX_CORES),
+        cores => cores,
     }
 }
 
@@ -345,6 +374,35 @@ mod tests {
             ..limits
         };
         assert_eq!(limits.per_core_connections(3), 2);
+    }
+
+    /// More than 64 executors is a configuration error (routing names cores
+    /// in a u64); the default takes one per CPU, at most 64.
+    #[test]
+    fn cores_are_capped_at_64() {
+        for ok in [0, 1, 2, MAX_CORES] {
+            let config = Config::from_toml(&format!("cores = {ok}\n")).unwrap();
+            config.validate().unwrap();
+        }
+        let config = Config::from_toml("cores = 65\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("cores = 65") && error.contains("at most 64"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert_eq!(cores_for(0, 8), 8);
+        assert_eq!(cores_for(0, 64), 64);
+        assert_eq!(cores_for(0, 65), 64);
+        assert_eq!(cores_for(0, 256), 64);
+        assert_eq!(cores_for(0, 0), 1);
+        assert_eq!(cores_for(3, 256), 3);
+        let default = Config::default();
+        assert!((1..=MAX_CORES).contains(&default.effective_cores()));
+        assert_eq!(
+            default.cpus_left_unused().is_some(),
+            available_cpus() > MAX_CORES
+        );
     }
 
     /// `max_retained_messages` has a finite default; 0 turns it off; it

@@ -75,6 +75,13 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
         let cores = config.effective_cores();
+        if let Some(cpus) = config.cpus_left_unused() {
+            tracing::info!(
+                cpus,
+                cores,
+                "starting {cores} cores, the most Vane supports, not one per CPU"
+            );
+        }
         kernel::check_io_uring().map_err(ServerError::Kernel)?;
         kernel::check_memlock(cores, memlock_per_core(&config)).map_err(ServerError::Kernel)?;
         let listeners = bind_listeners(config.listen, cores)?;
