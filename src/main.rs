@@ -1,6 +1,7 @@
 //! `vane`: the broker binary. Parses flags and the config file, sets up
 //! logging and signals, and runs the server until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -23,7 +24,8 @@ struct Args {
     #[arg(long)]
     cores: Option<usize>,
     /// Stats HTTP listener address (/metrics, /stats, /healthz, /readyz),
-    /// overriding the config (default 127.0.0.1:9100).
+    /// overriding the config; it must bind. Left unset, the default
+    /// 127.0.0.1:9100 is tried and, if taken, skipped with a warning.
     #[arg(long, value_name = "ADDR:PORT")]
     stats_listen: Option<std::net::SocketAddr>,
 }
@@ -50,13 +52,16 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(addr) = args.stats_listen {
         config.stats.listen = addr;
+        config.stats.listen_given = true;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
         .context("invalid log_level")?;
+    // Colours only for a terminal: a journal or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 
     let server = Server::start(config)?;

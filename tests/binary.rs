@@ -6,7 +6,10 @@
 
 mod common;
 
+use common::*;
+
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -63,6 +66,41 @@ fn spawn(args: &[&str], setup: impl FnOnce(&mut Command)) -> Vane {
 }
 
 impl Vane {
+    /// Waits for a line containing `needle`; None if the output ends or
+    /// `timeout` passes first.
+    fn wait_line(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(line.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        while self.closed < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Some(line)) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line.clone());
+                    if hit {
+                        return Some(line);
+                    }
+                }
+                Ok(None) => self.closed += 1,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Waits for the "vane is listening" line and returns the MQTT address.
+    #[track_caller]
+    fn listening(&mut self) -> SocketAddr {
+        let line = self
+            .wait_line("vane is listening", START)
+            .unwrap_or_else(|| panic!("vane did not start; output: {:#?}", self.seen));
+        field(&line, "addr")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+    }
+
     /// Reads the output to its end and waits for the exit, within `START`;
     /// kills the process and panics if it outlives that.
     #[track_caller]
@@ -109,6 +147,12 @@ impl Drop for Vane {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The value of `name=` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[at..].split_whitespace().next()
 }
 
 /// In the child, before exec: `io_uring_setup` fails with `errno`, as in a
@@ -193,4 +237,83 @@ fn more_than_64_cores_is_refused() {
         line.contains("--cores 65") && line.contains("at most 64"),
         "{line}"
     );
+}
+
+/// A plain `vane` where the stats endpoint's default port (127.0.0.1:9100,
+/// node_exporter's too) is taken: one warning, and the broker runs on
+/// without the endpoint. Asked for explicitly (flag or file), the same
+/// address is an error: one line, exit 1.
+#[test]
+fn stats_port_taken() {
+    // Hold 9100 for the whole test, unless something else already does.
+    let hold = std::net::TcpListener::bind("127.0.0.1:9100");
+    if let Err(error) = &hold {
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
+    }
+
+    let mut vane = spawn(&["--listen", "127.0.0.1:0", "--cores", "1"], |_| {});
+    let warning = vane
+        .wait_line("stats endpoint not started", START)
+        .unwrap_or_else(|| panic!("no warning; output {:#?}", vane.seen));
+    assert!(
+        warning.contains("WARN") && warning.contains("127.0.0.1:9100"),
+        "{warning}"
+    );
+    let addr = vane.listening();
+    let listening = vane.wait_line("vane is listening", START).unwrap();
+    assert_eq!(field(&listening, "stats"), Some("None"), "{listening}");
+    let (raw, _) = Raw::connected(addr, connect(V4, &unique("stats-off")));
+    raw.disconnect();
+    drop(vane);
+
+    let mut flag = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "1",
+            "--stats-listen",
+            "127.0.0.1:9100",
+        ],
+        |_| {},
+    );
+    let line = flag.fails_with_one_line();
+    assert!(
+        line.contains("127.0.0.1:9100") && line.contains("stats endpoint"),
+        "{line}"
+    );
+
+    let dir = TempDir::new("stats");
+    let file = dir.write("vane.toml", "[stats]\nlisten = \"127.0.0.1:9100\"\n");
+    let mut named = spawn(
+        &["--config", &file, "--listen", "127.0.0.1:0", "--cores", "1"],
+        |_| {},
+    );
+    let line = named.fails_with_one_line();
+    assert!(line.contains("127.0.0.1:9100"), "{line}");
+    drop(hold);
+}
+
+/// A directory of its own under the system temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(&format!("vane-binary-{name}")));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    /// Writes `text` to `name` in the directory; returns its path.
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

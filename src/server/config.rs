@@ -17,6 +17,14 @@ use crate::broker::session::{DropPolicy, SessionLimits};
 /// a message goes to in one 64-bit mask.
 pub const MAX_CORES: usize = 64;
 
+/// The stats listener's address when none is configured. It is also
+/// node_exporter's default port, so binding it may fail without stopping
+/// the broker (see [`StatsSettings::listen_is_optional`]).
+pub const DEFAULT_STATS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9100,
+));
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -231,13 +239,17 @@ impl ExecutorSettings {
 
 /// The stats endpoint and `$SYS` topics. See `deploy/vane.toml`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "StatsFile")]
 pub struct StatsSettings {
     /// Serve `/metrics`, `/stats`, `/healthz` and `/readyz`, and sample
     /// publish-to-deliver latency. Counters are kept either way.
     pub enabled: bool,
     /// Address of the stats HTTP listener.
     pub listen: SocketAddr,
+    /// Whether `listen` was chosen: set when the file names it and by
+    /// `--stats-listen`. Only the default address, chosen by no one, may
+    /// fail to bind without stopping the broker.
+    pub listen_given: bool,
     /// Seconds between `$SYS` publications; 0 turns them off.
     pub sys_interval: u64,
 }
@@ -246,8 +258,52 @@ impl Default for StatsSettings {
     fn default() -> Self {
         StatsSettings {
             enabled: true,
-            listen: "127.0.0.1:9100".parse().expect("valid address"),
+            listen: DEFAULT_STATS_LISTEN,
+            listen_given: false,
             sys_interval: 10,
+        }
+    }
+}
+
+impl StatsSettings {
+    /// True when failing to bind `listen` is only worth a warning: it is
+    /// the default address and no one asked for it. Port 9100 is also
+    /// node_exporter's, so a plain `vane` on a monitored server would
+    /// otherwise not start. An address that was given (in the file, with
+    /// `--stats-listen`, or set in code to another address) must bind.
+    pub fn listen_is_optional(&self) -> bool {
+        !self.listen_given && self.listen == DEFAULT_STATS_LISTEN
+    }
+}
+
+/// `[stats]` as written in the file: tells a `listen` left out from one
+/// given.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StatsFile {
+    enabled: bool,
+    listen: Option<SocketAddr>,
+    sys_interval: u64,
+}
+
+impl Default for StatsFile {
+    fn default() -> Self {
+        let defaults = StatsSettings::default();
+        StatsFile {
+            enabled: defaults.enabled,
+            listen: None,
+            sys_interval: defaults.sys_interval,
+        }
+    }
+}
+
+impl From<StatsFile> for StatsSettings {
+    fn from(file: StatsFile) -> Self {
+        StatsSettings {
+            enabled: file.enabled,
+            listen: file.listen.unwrap_or(DEFAULT_STATS_LISTEN),
+            listen_given: file.listen.is_some(),
+            sys_interval: file.sys_interval,
         }
     }
 }
@@ -403,6 +459,29 @@ mod tests {
             default.cpus_left_unused().is_some(),
             available_cpus() > MAX_CORES
         );
+    }
+
+    /// The stats address is "given" only when the file names it; only the
+    /// default address that no one chose may fail to bind.
+    #[test]
+    fn stats_listen_is_given_only_when_named() {
+        let default = Config::from_toml("[stats]\nsys_interval = 5\n").unwrap();
+        assert_eq!(default.stats.listen, DEFAULT_STATS_LISTEN);
+        assert_eq!(default.stats.sys_interval, 5);
+        assert!(default.stats.enabled);
+        assert!(!default.stats.listen_given);
+        assert!(default.stats.listen_is_optional());
+        assert!(Config::from_toml("").unwrap().stats.listen_is_optional());
+        assert!(Config::default().stats.listen_is_optional());
+        let named = Config::from_toml("[stats]\nlisten = \"127.0.0.1:9100\"\n").unwrap();
+        assert!(named.stats.listen_given);
+        assert!(!named.stats.listen_is_optional());
+        // Set in code to another address: that address must bind.
+        let mut other = Config::default();
+        other.stats.listen = "127.0.0.1:0".parse().unwrap();
+        assert!(!other.stats.listen_is_optional());
+        assert!(Config::from_toml("[stats]\nlisten = 5\n").is_err());
+        assert!(Config::from_toml("[stats]\nlisen = \"127.0.0.1:1\"\n").is_err());
     }
 
     /// `max_retained_messages` has a finite default; 0 turns it off; it

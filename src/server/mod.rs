@@ -55,6 +55,13 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The stats address that was asked for cannot be bound (the default
+    /// one only gets a warning).
+    #[error("cannot listen on {addr} for the stats endpoint ([stats] listen, --stats-listen)")]
+    StatsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// io_uring or locked memory is missing: the message says what to raise.
     #[error("{0}")]
     Kernel(String),
@@ -95,17 +102,19 @@ impl Server {
         let mesh: MeshBuilder<Batch, Full> =
             MeshBuilder::full(cores, config.executor.mailbox_capacity);
         let shutdown = Arc::new(AtomicBool::new(false));
-        let hub = metrics::StatsHub::new(cores, config.stats.enabled);
-        let stats = match config.stats.enabled {
-            true => Some(
-                http::StatsServer::start(config.stats.listen, hub.clone(), shutdown.clone())
-                    .map_err(|source| ServerError::Bind {
-                        addr: config.stats.listen,
-                        source,
-                    })?,
-            ),
+        let stats_listener = match config.stats.enabled {
+            true => bind_stats(&config.stats)?,
             false => None,
         };
+        // Latency is sampled only for an endpoint that serves it.
+        let hub = metrics::StatsHub::new(cores, stats_listener.is_some());
+        let stats = stats_listener
+            .map(|listener| http::StatsServer::start(listener, hub.clone(), shutdown.clone()))
+            .transpose()
+            .map_err(|source| ServerError::StatsBind {
+                addr: config.stats.listen,
+                source,
+            })?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut threads = Vec::with_capacity(cores);
         for (id, listener) in listeners.into_iter().enumerate() {
@@ -424,6 +433,29 @@ fn bind_listeners(addr: SocketAddr, cores: usize) -> Result<Vec<StdListener>, Se
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Binds the stats listener. Where the address is the default one and
+/// nobody asked for it (it is node_exporter's port too), failing is one
+/// warning and the broker runs without the endpoint; an address that was
+/// asked for must bind.
+fn bind_stats(settings: &config::StatsSettings) -> Result<Option<StdListener>, ServerError> {
+    match http::bind(settings.listen) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(error) if settings.listen_is_optional() => {
+            tracing::warn!(
+                addr = %settings.listen,
+                %error,
+                "stats endpoint not started: its default address cannot be bound; \
+                 set [stats] listen or --stats-listen to a free address, or [stats] enabled = false"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(ServerError::StatsBind {
+            addr: settings.listen,
+            source,
+        }),
+    }
 }
 
 /// CPUs this process may run on.
