@@ -79,8 +79,11 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Connections open at once in all, over every core: an exact count
+    /// the cores share (at least 1).
     pub max_connections: usize,
-    /// 0 means max_connections divided evenly over the cores.
+    /// Connections open at once on any one core; 0 means no per-core
+    /// limit. Applies together with `max_connections`.
     pub max_connections_per_core: usize,
     pub max_packet_size: u32,
     pub max_inflight: u16,
@@ -157,12 +160,14 @@ impl Limits {
         }
     }
 
-    /// The connection cap of one core out of `cores`.
-    pub fn per_core_connections(&self, cores: usize) -> usize {
-        if self.max_connections_per_core > 0 {
-            self.max_connections_per_core
-        } else {
-            self.max_connections.div_ceil(cores.max(1))
+    /// The connection cap of each core: `max_connections_per_core`, or no
+    /// cap (`usize::MAX`) when it is 0, whatever the number of cores (the
+    /// argument is no longer used). The global `max_connections` is not
+    /// shared out: the runtime counts it across the cores.
+    pub fn per_core_connections(&self, _cores: usize) -> usize {
+        match self.max_connections_per_core {
+            0 => usize::MAX,
+            cap => cap,
         }
     }
 
@@ -336,6 +341,11 @@ impl Config {
             )));
         }
         let l = &self.limits;
+        if l.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections must be at least 1".into(),
+            ));
+        }
         if l.max_packet_size < 64 {
             return Err(ConfigError::Invalid(
                 "limits.max_packet_size must be at least 64".into(),
@@ -418,18 +428,26 @@ mod tests {
         assert!(Config::from_toml("[limits]\nmax_qeued = 5\n").is_err());
     }
 
+    /// The per-core cap is a setting of its own: it no longer replaces
+    /// `max_connections` (which the runtime counts across the cores), and
+    /// 0 means no per-core cap. A global limit of 0, which would refuse
+    /// every client, is an error.
     #[test]
-    fn per_core_connection_cap_splits_the_global_one() {
+    fn per_core_connection_cap_is_its_own_setting() {
         let limits = Limits {
             max_connections: 10,
             ..Limits::default()
         };
-        assert_eq!(limits.per_core_connections(3), 4);
+        assert_eq!(limits.per_core_connections(3), usize::MAX);
         let limits = Limits {
             max_connections_per_core: 2,
             ..limits
         };
         assert_eq!(limits.per_core_connections(3), 2);
+        assert_eq!(limits.max_connections, 10);
+        let config = Config::from_toml("[limits]\nmax_connections = 0\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("limits.max_connections"), "{error}");
     }
 
     /// More than 64 executors is a configuration error (routing names cores

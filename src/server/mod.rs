@@ -23,10 +23,11 @@ mod sessions;
 mod stats;
 mod sys_topics;
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -115,6 +116,10 @@ impl Server {
                 addr: config.stats.listen,
                 source,
             })?;
+        let gate = Arc::new(ConnectionGate {
+            open: AtomicUsize::new(0),
+            max: config.limits.max_connections,
+        });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut threads = Vec::with_capacity(cores);
         for (id, listener) in listeners.into_iter().enumerate() {
@@ -134,10 +139,12 @@ impl Server {
                 ready_tx.clone(),
             );
             let hub = hub.clone();
+            let gate = gate.clone();
             let fd = listener.into_raw_fd();
             let thread = std::thread::Builder::new()
                 .name(format!("vane-core-{id}"))
                 .spawn(move || -> Result<(), String> {
+                    GATE.with(|slot| *slot.borrow_mut() = Some(gate));
                     let executor = match builder.make() {
                         Ok(executor) => executor,
                         Err(error) => {
@@ -347,7 +354,9 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 continue;
             }
         };
-        if core.open_connections.get() >= core.max_connections {
+        // The core's own cap first: it costs nothing to check and takes
+        // nothing to undo. Then a slot of the global count.
+        if core.open_connections.get() >= core.max_connections || !admit_connection() {
             core.stats.reject(stats::Reject::ConnectionLimit);
             tracing::debug!(
                 core = core.id,
@@ -366,6 +375,59 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
         core.open_connections.set(core.open_connections.get() + 1);
         glommio::spawn_local(conn::serve(core.clone(), stream, peer)).detach();
     }
+}
+
+/// `limits.max_connections`: connections open at once over all the cores,
+/// counted exactly in one atomic that the accept loops increment and the
+/// end of a connection decrements. It is touched once per accept and once
+/// per close, never per message; parking a connection or moving it to
+/// another core leaves it counted.
+struct ConnectionGate {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionGate {
+    /// Takes a slot if one is free.
+    fn try_admit(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                open.checked_sub(1)
+            });
+    }
+}
+
+thread_local! {
+    /// The connection gate of the broker whose executor runs on this
+    /// thread (one executor per thread, set before it is built). A
+    /// thread-local rather than a `Core` field so that the connection's
+    /// end in `conn.rs` reaches it with one call.
+    static GATE: RefCell<Option<Arc<ConnectionGate>>> = const { RefCell::new(None) };
+}
+
+/// Takes a slot of `max_connections` for a new connection on this core's
+/// thread; false when all are taken.
+fn admit_connection() -> bool {
+    GATE.with(|slot| slot.borrow().as_ref().map_or(true, |gate| gate.try_admit()))
+}
+
+/// A connection ended for good (closed: not parked, not moved to another
+/// core): its slot of `max_connections` is free again.
+pub(crate) fn connection_closed() {
+    GATE.with(|slot| {
+        if let Some(gate) = slot.borrow().as_ref() {
+            gate.release();
+        }
+    });
 }
 
 async fn dispatch_self(core: Rc<Core>) {
