@@ -3,7 +3,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -56,7 +57,8 @@ fn run() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
-        .context("invalid log_level")?;
+        // Its message alone: the error repeats it as its source.
+        .map_err(|error| anyhow::anyhow!("invalid log_level {:?}: {error}", config.log_level))?;
     // Colours only for a terminal: a journal or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -64,13 +66,18 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
 
-    let server = Server::start(config)?;
-    tracing::info!(addr = %server.local_addr(), stats = ?server.stats_addr(), "vane is listening");
-    let flag = server.shutdown_flag();
+    // Handlers go in before the cores start, so that a signal during
+    // start-up shuts down gracefully too. A second signal while shutting
+    // down exits at once, with status 1.
+    let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, flag.clone())
+        signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone())
+            .and_then(|_| signal_hook::flag::register(signal, flag.clone()))
             .context("cannot install signal handler")?;
     }
+    let server = Server::start_with_shutdown(config, flag.clone())?;
+    // Tests and scripts read the bound address from this line.
+    tracing::info!(addr = %server.local_addr(), stats = ?server.stats_addr(), "vane is listening");
     let result = server.join();
     if flag.load(Ordering::Relaxed) {
         tracing::info!("shut down");

@@ -3,6 +3,7 @@
 //! (`CARGO_BIN_EXE_vane`) on loopback with an ephemeral port, learns the
 //! port from the "vane is listening" log line, and waits on lines and
 //! exits with a deadline, never a fixed sleep.
+#![cfg(feature = "runtime")]
 
 mod common;
 
@@ -28,6 +29,10 @@ struct Vane {
     /// How many of the two streams have ended.
     closed: usize,
 }
+
+/// Flags every test passes: loopback, an ephemeral MQTT port and an
+/// ephemeral stats port (the default 9100 could be taken).
+const LOOPBACK: [&str; 4] = ["--listen", "127.0.0.1:0", "--stats-listen", "127.0.0.1:0"];
 
 /// Runs `vane args...`; `setup` adjusts the command (environment,
 /// `pre_exec`). RUST_LOG is cleared unless `setup` sets it.
@@ -99,6 +104,25 @@ impl Vane {
         field(&line, "addr")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and expects a clean exit (status 0).
+    #[track_caller]
+    fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.exit();
+        assert_eq!(status.code(), Some(0), "output {:#?}", self.seen);
+    }
+
+    /// Lines seen so far that contain `needle`.
+    fn count(&self, needle: &str) -> usize {
+        self.seen.iter().filter(|l| l.contains(needle)).count()
     }
 
     /// Reads the output to its end and waits for the exit, within `START`;
@@ -264,7 +288,18 @@ fn stats_port_taken() {
     assert_eq!(field(&listening, "stats"), Some("None"), "{listening}");
     let (raw, _) = Raw::connected(addr, connect(V4, &unique("stats-off")));
     raw.disconnect();
-    drop(vane);
+    vane.stop();
+
+    // RUST_LOG=warn keeps the warning and drops every info line.
+    let mut quiet = spawn(&["--listen", "127.0.0.1:0", "--cores", "1"], |c| {
+        c.env("RUST_LOG", "warn");
+    });
+    assert!(quiet
+        .wait_line("stats endpoint not started", START)
+        .is_some());
+    quiet.stop();
+    assert_eq!(quiet.count("INFO"), 0, "{:#?}", quiet.seen);
+    assert_eq!(quiet.seen.len(), 1, "{:#?}", quiet.seen);
 
     let mut flag = spawn(
         &[
@@ -316,4 +351,208 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `--listen`, `--cores 2` and `--stats-listen` are honoured: the broker
+/// says where it listens, two cores each log their listener and serve
+/// clients (broker-assigned ids name the core), and the stats endpoint
+/// answers on its address. At the default level (info) no debug line is
+/// written.
+#[test]
+fn flags_are_honoured() {
+    let mut args = LOOPBACK.to_vec();
+    args.extend(["--cores", "2"]);
+    let mut vane = spawn(&args, |_| {});
+    let addr = vane.listening();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1", "--listen");
+    for core in ["core=0", "core=1"] {
+        let line = vane.wait_line(&format!("core listening {core}"), START);
+        assert!(line.is_some(), "{core}: {:#?}", vane.seen);
+    }
+    let [(a, _), (b, _)] = raw_pair_on_cores(addr, || connect(V5, "x"));
+    a.disconnect();
+    b.disconnect();
+
+    let listening = vane.wait_line("vane is listening", START).unwrap();
+    let stats: SocketAddr = field(&listening, "stats")
+        .and_then(|s| s.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
+        .unwrap_or_else(|| panic!("no stats address in {listening:?}"));
+    assert_eq!(stats.ip().to_string(), "127.0.0.1", "--stats-listen");
+    assert_ne!(stats.port(), 9100, "--stats-listen");
+    assert!(http_get(stats, "/healthz").starts_with("HTTP/1.1 200"));
+
+    vane.stop();
+    assert_eq!(vane.count("core listening"), 2, "{:#?}", vane.seen);
+    assert_eq!(vane.count("DEBUG"), 0, "{:#?}", vane.seen);
+    assert!(vane.count("shut down") == 1, "{:#?}", vane.seen);
+}
+
+/// `GET path` over HTTP/1.1; the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("stats connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// `--config FILE` is honoured: its listener, core count and
+/// `deny_subscribe` apply (SUBACK 0x80, 5.0 §3.9.3), its `[stats]
+/// enabled = false` leaves the endpoint off; a flag overrides the file.
+#[test]
+fn config_file_is_honoured() {
+    let dir = TempDir::new("config");
+    let file = dir.write(
+        "vane.toml",
+        "listen = \"127.0.0.1:0\"\ncores = 1\ndeny_subscribe = [\"binary/denied\"]\n\
+         [executor]\npin = false\n[stats]\nenabled = false\n",
+    );
+    let mut vane = spawn(&["--config", &file], |_| {});
+    let addr = vane.listening();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    let listening = vane.wait_line("vane is listening", START).unwrap();
+    assert_eq!(field(&listening, "stats"), Some("None"), "{listening}");
+    let (mut raw, _) = Raw::connected(addr, connect(V5, &unique("cfg")));
+    let ack = raw.subscribe(subscribe(1, "binary/denied", vane::codec::QoS::AtMostOnce));
+    assert_eq!(
+        ack.reason_codes,
+        [vane::codec::SubAckReasonCode::UnspecifiedError],
+        "deny_subscribe from the file"
+    );
+    raw.disconnect();
+    vane.stop();
+    assert_eq!(
+        vane.count("core listening"),
+        1,
+        "cores = 1: {:#?}",
+        vane.seen
+    );
+
+    let mut flagged = spawn(&["--config", &file, "--cores", "2"], |_| {});
+    flagged.listening();
+    assert!(flagged.wait_line("core listening core=1", START).is_some());
+    flagged.stop();
+    assert_eq!(flagged.count("core listening"), 2, "{:#?}", flagged.seen);
+}
+
+/// A configuration file that cannot be read, or holds a bad value, stops
+/// `vane` with exit status 1 and one line naming the file and the fault.
+#[test]
+fn bad_configuration_is_one_line() {
+    let dir = TempDir::new("bad");
+    let missing = dir.0.join("missing.toml").display().to_string();
+    let line = spawn(&["--config", &missing], |_| {}).fails_with_one_line();
+    assert!(
+        line.contains("cannot read the configuration file") && line.contains("missing.toml"),
+        "{line}"
+    );
+    assert!(line.contains("No such file"), "{line}");
+    let directory = dir.0.display().to_string();
+    let line = spawn(&["--config", &directory], |_| {}).fails_with_one_line();
+    assert!(
+        line.contains("cannot read the configuration file"),
+        "{line}"
+    );
+
+    for (text, says) in [
+        ("cores = \"many\"\n", "line 1, column 9"),
+        ("listen = \"nowhere\"\n", "line 1"),
+        ("[limits]\nmax_qeued = 5\n", "max_qeued"),
+        ("[limits]\nmax_packet_size = 10\n", "max_packet_size"),
+        ("[limits]\nmax_connections = 0\n", "max_connections"),
+        ("cores = 100\n", "at most 64"),
+        ("log_level = \"vane=[\"\n", "invalid log_level \"vane=[\""),
+    ] {
+        let file = dir.write("bad.toml", text);
+        let mut args = vec!["--config", file.as_str()];
+        args.extend(LOOPBACK);
+        let line = spawn(&args, |_| {}).fails_with_one_line();
+        assert!(line.contains(says), "{text:?}: {line}");
+        let last = line.rsplit(": ").next().unwrap_or_default();
+        assert_eq!(line.matches(last).count(), 1, "said twice: {line}");
+    }
+}
+
+/// SIGTERM and SIGINT shut down gracefully: a connected 5.0 client gets
+/// DISCONNECT 0x8B Server shutting down (5.0 §3.14.2.1) and is closed, a
+/// 3.1.1 client is closed (3.1.1 has no server DISCONNECT), the port stops
+/// accepting, and `vane` exits 0.
+#[test]
+fn sigterm_and_sigint_shut_down_gracefully() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut args = LOOPBACK.to_vec();
+        args.extend(["--cores", "2"]);
+        let mut vane = spawn(&args, |_| {});
+        let addr = vane.listening();
+        let (mut v5, _) = Raw::connected(addr, connect(V5, &unique("sig5")));
+        let (mut v4, _) = Raw::connected(addr, connect(V4, &unique("sig4")));
+        assert!(v5.ping().is_empty() && v4.ping().is_empty());
+        vane.signal(signal);
+        v5.expect_disconnect(vane::codec::DisconnectReasonCode::ServerShuttingDown);
+        let rest = v4.expect_closed();
+        assert!(rest.is_empty(), "3.1.1 gets no DISCONNECT: {rest:?}");
+        let status = vane.exit();
+        assert_eq!(status.code(), Some(0), "signal {signal}: {:#?}", vane.seen);
+        assert_eq!(vane.count("shut down"), 1, "{:#?}", vane.seen);
+        let refused = std::net::TcpStream::connect(addr).map(|_| ()).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+}
+
+/// A locked-memory limit too low for the cores asked for (lowered in the
+/// child: lowering needs no privilege) stops `vane` with one line that
+/// says what to raise, exit status 1, and no panic.
+#[test]
+fn locked_memory_too_low_is_one_line() {
+    let mut args = LOOPBACK.to_vec();
+    args.extend(["--cores", "2"]);
+    let mut vane = spawn(&args, |command| {
+        // SAFETY: setrlimit is async-signal-safe; the struct is ours.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 64 * 1024,
+                    rlim_max: 64 * 1024,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let line = vane.fails_with_one_line();
+    assert!(
+        line.contains("locked-memory limit is 64 KiB") && line.contains("2 cores"),
+        "{line}"
+    );
+    assert!(
+        line.contains("ulimit -l") && line.contains("LimitMEMLOCK"),
+        "{line}"
+    );
+}
+
+/// RUST_LOG sets the log level and wins over the file's `log_level`:
+/// with RUST_LOG=debug a client's connection is logged (a debug line of
+/// `vane::clients`), which the file's "warn" alone would hide along with
+/// the info lines.
+#[test]
+fn rust_log_sets_the_level() {
+    let dir = TempDir::new("log");
+    let file = dir.write("vane.toml", "log_level = \"warn\"\n");
+    let mut args = vec!["--config", file.as_str(), "--cores", "1"];
+    args.extend(LOOPBACK);
+    let mut vane = spawn(&args, |c| {
+        c.env("RUST_LOG", "debug");
+    });
+    let addr = vane.listening();
+    let id = unique("logged");
+    let (raw, _) = Raw::connected(addr, connect(V4, &id));
+    let line = vane.wait_line("client connected", START);
+    let line = line.unwrap_or_else(|| panic!("no debug line: {:#?}", vane.seen));
+    assert!(line.contains("DEBUG") && line.contains(&id), "{line}");
+    raw.disconnect();
+    vane.stop();
 }

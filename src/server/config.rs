@@ -28,15 +28,21 @@ pub const DEFAULT_STATS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddr
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    /// The file cannot be read; the I/O error is its source (printed
+    /// after a colon by `{:#}`).
+    #[error("cannot read the configuration file {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("invalid configuration in {path}: {source}")]
+    /// TOML syntax, an unknown key or a value of the wrong type, on one
+    /// line: where, and what is wrong (toml's own text spans several).
+    #[error("invalid configuration in {path}{at}: {message}")]
     Parse {
         path: String,
-        source: toml::de::Error,
+        /// `, line L, column C` where toml knows the place, else empty.
+        at: String,
+        message: String,
     },
     #[error("invalid setting: {0}")]
     Invalid(String),
@@ -320,9 +326,16 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|error| ConfigError::Parse {
             path: path.display().to_string(),
-            source,
+            at: error
+                .span()
+                .map(|span| {
+                    let (line, column) = line_and_column(&text, span.start);
+                    format!(", line {line}, column {column}")
+                })
+                .unwrap_or_default(),
+            message: error.message().trim().replace('\n', "; "),
         })
     }
 
@@ -395,6 +408,14 @@ impl Config {
 
 fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Executors for a `cores` setting on a machine of `cpus` CPUs.
@@ -500,6 +521,29 @@ mod tests {
         assert!(!other.stats.listen_is_optional());
         assert!(Config::from_toml("[stats]\nlisten = 5\n").is_err());
         assert!(Config::from_toml("[stats]\nlisen = \"127.0.0.1:1\"\n").is_err());
+    }
+
+    /// A file that cannot be read or parsed gives one line naming the file
+    /// and, for a parse error, the line and column.
+    #[test]
+    fn file_errors_are_one_line() {
+        let dir = std::env::temp_dir().join(format!("vane-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.toml");
+        let error = Config::from_file(&missing).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }), "{error}");
+        assert!(error.to_string().contains("missing.toml"), "{error}");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "listen = \"127.0.0.1:0\"\ncores = \"many\"\n").unwrap();
+        let error = Config::from_file(&bad).unwrap_err().to_string();
+        assert!(
+            error.contains("bad.toml, line 2, column 9") && error.contains("usize"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("", 0), (1, 1));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// `max_retained_messages` has a finite default; 0 turns it off; it

@@ -81,6 +81,17 @@ pub struct Server {
 impl Server {
     /// Starts every core and returns once all of them are listening.
     pub fn start(config: Config) -> Result<Server, ServerError> {
+        Self::start_with_shutdown(config, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Server::start`] with the flag that shuts it down (see
+    /// [`Server::shutdown_flag`]) made by the caller, so that signal
+    /// handlers can be set before the cores start: a signal that arrives
+    /// while they start still shuts the broker down gracefully.
+    pub fn start_with_shutdown(
+        config: Config,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         let cores = config.effective_cores();
         if let Some(cpus) = config.cpus_left_unused() {
@@ -102,7 +113,6 @@ impl Server {
         let cpus = allowed_cpus();
         let mesh: MeshBuilder<Batch, Full> =
             MeshBuilder::full(cores, config.executor.mailbox_capacity);
-        let shutdown = Arc::new(AtomicBool::new(false));
         let stats_listener = match config.stats.enabled {
             true => bind_stats(&config.stats)?,
             false => None,
