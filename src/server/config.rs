@@ -13,18 +13,36 @@ use serde::Deserialize;
 use crate::broker::connection::ConnectionLimits;
 use crate::broker::session::{DropPolicy, SessionLimits};
 
+/// The most executors a broker runs: cross-core delivery names the cores
+/// a message goes to in one 64-bit mask.
+pub const MAX_CORES: usize = 64;
+
+/// The stats listener's address when none is configured. It is also
+/// node_exporter's default port, so binding it may fail without stopping
+/// the broker (see [`StatsSettings::listen_is_optional`]).
+pub const DEFAULT_STATS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9100,
+));
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    /// The file cannot be read; the I/O error is its source (printed
+    /// after a colon by `{:#}`).
+    #[error("cannot read the configuration file {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("invalid configuration in {path}: {source}")]
+    /// TOML syntax, an unknown key or a value of the wrong type, on one
+    /// line: where, and what is wrong (toml's own text spans several).
+    #[error("invalid configuration in {path}{at}: {message}")]
     Parse {
         path: String,
-        source: toml::de::Error,
+        /// `, line L, column C` where toml knows the place, else empty.
+        at: String,
+        message: String,
     },
     #[error("invalid setting: {0}")]
     Invalid(String),
@@ -36,7 +54,8 @@ pub enum ConfigError {
 pub struct Config {
     /// MQTT listener address.
     pub listen: SocketAddr,
-    /// Executors (one pinned thread each); 0 means one per CPU.
+    /// Executors (one pinned thread each), at most [`MAX_CORES`]; 0 means
+    /// one per CPU, up to [`MAX_CORES`].
     pub cores: usize,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins if set.
     pub log_level: String,
@@ -66,8 +85,11 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Connections open at once in all, over every core: an exact count
+    /// the cores share (at least 1).
     pub max_connections: usize,
-    /// 0 means max_connections divided evenly over the cores.
+    /// Connections open at once on any one core; 0 means no per-core
+    /// limit. Applies together with `max_connections`.
     pub max_connections_per_core: usize,
     pub max_packet_size: u32,
     pub max_inflight: u16,
@@ -144,12 +166,14 @@ impl Limits {
         }
     }
 
-    /// The connection cap of one core out of `cores`.
-    pub fn per_core_connections(&self, cores: usize) -> usize {
-        if self.max_connections_per_core > 0 {
-            self.max_connections_per_core
-        } else {
-            self.max_connections.div_ceil(cores.max(1))
+    /// The connection cap of each core: `max_connections_per_core`, or no
+    /// cap (`usize::MAX`) when it is 0, whatever the number of cores (the
+    /// argument is no longer used). The global `max_connections` is not
+    /// shared out: the runtime counts it across the cores.
+    pub fn per_core_connections(&self, _cores: usize) -> usize {
+        match self.max_connections_per_core {
+            0 => usize::MAX,
+            cap => cap,
         }
     }
 
@@ -226,13 +250,17 @@ impl ExecutorSettings {
 
 /// The stats endpoint and `$SYS` topics. See `deploy/vane.toml`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "StatsFile")]
 pub struct StatsSettings {
     /// Serve `/metrics`, `/stats`, `/healthz` and `/readyz`, and sample
     /// publish-to-deliver latency. Counters are kept either way.
     pub enabled: bool,
     /// Address of the stats HTTP listener.
     pub listen: SocketAddr,
+    /// Whether `listen` was chosen: set when the file names it and by
+    /// `--stats-listen`. Only the default address, chosen by no one, may
+    /// fail to bind without stopping the broker.
+    pub listen_given: bool,
     /// Seconds between `$SYS` publications; 0 turns them off.
     pub sys_interval: u64,
 }
@@ -241,8 +269,52 @@ impl Default for StatsSettings {
     fn default() -> Self {
         StatsSettings {
             enabled: true,
-            listen: "127.0.0.1:9100".parse().expect("valid address"),
+            listen: DEFAULT_STATS_LISTEN,
+            listen_given: false,
             sys_interval: 10,
+        }
+    }
+}
+
+impl StatsSettings {
+    /// True when failing to bind `listen` is only worth a warning: it is
+    /// the default address and no one asked for it. Port 9100 is also
+    /// node_exporter's, so a plain `vane` on a monitored server would
+    /// otherwise not start. An address that was given (in the file, with
+    /// `--stats-listen`, or set in code to another address) must bind.
+    pub fn listen_is_optional(&self) -> bool {
+        !self.listen_given && self.listen == DEFAULT_STATS_LISTEN
+    }
+}
+
+/// `[stats]` as written in the file: tells a `listen` left out from one
+/// given.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StatsFile {
+    enabled: bool,
+    listen: Option<SocketAddr>,
+    sys_interval: u64,
+}
+
+impl Default for StatsFile {
+    fn default() -> Self {
+        let defaults = StatsSettings::default();
+        StatsFile {
+            enabled: defaults.enabled,
+            listen: None,
+            sys_interval: defaults.sys_interval,
+        }
+    }
+}
+
+impl From<StatsFile> for StatsSettings {
+    fn from(file: StatsFile) -> Self {
+        StatsSettings {
+            enabled: file.enabled,
+            listen: file.listen.unwrap_or(DEFAULT_STATS_LISTEN),
+            listen_given: file.listen.is_some(),
+            sys_interval: file.sys_interval,
         }
     }
 }
@@ -254,9 +326,16 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|error| ConfigError::Parse {
             path: path.display().to_string(),
-            source,
+            at: error
+                .span()
+                .map(|span| {
+                    let (line, column) = line_and_column(&text, span.start);
+                    format!(", line {line}, column {column}")
+                })
+                .unwrap_or_default(),
+            message: error.message().trim().replace('\n', "; "),
         })
     }
 
@@ -266,7 +345,20 @@ impl Config {
 
     /// Checks settings that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cores > MAX_CORES {
+            return Err(ConfigError::Invalid(format!(
+                "cores = {} (or --cores {}): at most {MAX_CORES} executors are supported \
+                 (cross-core delivery names cores in a 64-bit mask); \
+                 use 0 for one per CPU, up to {MAX_CORES}",
+                self.cores, self.cores
+            )));
+        }
         let l = &self.limits;
+        if l.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections must be at least 1".into(),
+            ));
+        }
         if l.max_packet_size < 64 {
             return Err(ConfigError::Invalid(
                 "limits.max_packet_size must be at least 64".into(),
@@ -300,13 +392,37 @@ impl Config {
         Ok(())
     }
 
-    /// The number of executors to start.
+    /// The number of executors to start: `cores`, or with 0 one per CPU
+    /// this process may use, at most [`MAX_CORES`].
     pub fn effective_cores(&self) -> usize {
-        if self.cores > 0 {
-            self.cores
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
+        cores_for(self.cores, available_cpus())
+    }
+
+    /// With `cores = 0` on a machine of more than [`MAX_CORES`] CPUs: the
+    /// number of CPUs, which the broker does not all use.
+    pub fn cpus_left_unused(&self) -> Option<usize> {
+        let cpus = available_cpus();
+        (self.cores == 0 && cpus > MAX_CORES).then_some(cpus)
+    }
+}
+
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Executors for a `cores` setting on a machine of `cpus` CPUs.
+fn cores_for(setting: usize, cpus: usize) -> usize {
+    match setting {
+        0 => cpus.clamp(1, MAX_CORES),
+        cores => cores,
     }
 }
 
@@ -333,18 +449,101 @@ mod tests {
         assert!(Config::from_toml("[limits]\nmax_qeued = 5\n").is_err());
     }
 
+    /// The per-core cap is a setting of its own: it no longer replaces
+    /// `max_connections` (which the runtime counts across the cores), and
+    /// 0 means no per-core cap. A global limit of 0, which would refuse
+    /// every client, is an error.
     #[test]
-    fn per_core_connection_cap_splits_the_global_one() {
+    fn per_core_connection_cap_is_its_own_setting() {
         let limits = Limits {
             max_connections: 10,
             ..Limits::default()
         };
-        assert_eq!(limits.per_core_connections(3), 4);
+        assert_eq!(limits.per_core_connections(3), usize::MAX);
         let limits = Limits {
             max_connections_per_core: 2,
             ..limits
         };
         assert_eq!(limits.per_core_connections(3), 2);
+        assert_eq!(limits.max_connections, 10);
+        let config = Config::from_toml("[limits]\nmax_connections = 0\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("limits.max_connections"), "{error}");
+    }
+
+    /// More than 64 executors is a configuration error (routing names cores
+    /// in a u64); the default takes one per CPU, at most 64.
+    #[test]
+    fn cores_are_capped_at_64() {
+        for ok in [0, 1, 2, MAX_CORES] {
+            let config = Config::from_toml(&format!("cores = {ok}\n")).unwrap();
+            config.validate().unwrap();
+        }
+        let config = Config::from_toml("cores = 65\n").unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("cores = 65") && error.contains("at most 64"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert_eq!(cores_for(0, 8), 8);
+        assert_eq!(cores_for(0, 64), 64);
+        assert_eq!(cores_for(0, 65), 64);
+        assert_eq!(cores_for(0, 256), 64);
+        assert_eq!(cores_for(0, 0), 1);
+        assert_eq!(cores_for(3, 256), 3);
+        let default = Config::default();
+        assert!((1..=MAX_CORES).contains(&default.effective_cores()));
+        assert_eq!(
+            default.cpus_left_unused().is_some(),
+            available_cpus() > MAX_CORES
+        );
+    }
+
+    /// The stats address is "given" only when the file names it; only the
+    /// default address that no one chose may fail to bind.
+    #[test]
+    fn stats_listen_is_given_only_when_named() {
+        let default = Config::from_toml("[stats]\nsys_interval = 5\n").unwrap();
+        assert_eq!(default.stats.listen, DEFAULT_STATS_LISTEN);
+        assert_eq!(default.stats.sys_interval, 5);
+        assert!(default.stats.enabled);
+        assert!(!default.stats.listen_given);
+        assert!(default.stats.listen_is_optional());
+        assert!(Config::from_toml("").unwrap().stats.listen_is_optional());
+        assert!(Config::default().stats.listen_is_optional());
+        let named = Config::from_toml("[stats]\nlisten = \"127.0.0.1:9100\"\n").unwrap();
+        assert!(named.stats.listen_given);
+        assert!(!named.stats.listen_is_optional());
+        // Set in code to another address: that address must bind.
+        let mut other = Config::default();
+        other.stats.listen = "127.0.0.1:0".parse().unwrap();
+        assert!(!other.stats.listen_is_optional());
+        assert!(Config::from_toml("[stats]\nlisten = 5\n").is_err());
+        assert!(Config::from_toml("[stats]\nlisen = \"127.0.0.1:1\"\n").is_err());
+    }
+
+    /// A file that cannot be read or parsed gives one line naming the file
+    /// and, for a parse error, the line and column.
+    #[test]
+    fn file_errors_are_one_line() {
+        let dir = std::env::temp_dir().join(format!("vane-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.toml");
+        let error = Config::from_file(&missing).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }), "{error}");
+        assert!(error.to_string().contains("missing.toml"), "{error}");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "listen = \"127.0.0.1:0\"\ncores = \"many\"\n").unwrap();
+        let error = Config::from_file(&bad).unwrap_err().to_string();
+        assert!(
+            error.contains("bad.toml, line 2, column 9") && error.contains("usize"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("", 0), (1, 1));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// `max_retained_messages` has a finite default; 0 turns it off; it

@@ -135,6 +135,7 @@ async fn run(core: Rc<Core>, mut stream: TcpStream, mut task: ConnTask) {
     match serve_until_closed_or_idle(&core, &mut stream, &mut task).await {
         Ended::Closed => {
             core.connection_ended();
+            super::connection_closed();
         }
         Ended::Parked => park(&core, stream, task),
         Ended::Moving(target) => move_away(&core, stream, task, target),

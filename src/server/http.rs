@@ -37,15 +37,22 @@ pub struct StatsServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Binds the stats listener on `addr` (non-blocking, as [`StatsServer`]
+/// polls it).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
 impl StatsServer {
-    /// Binds `addr` and starts the thread; it stops once `shutdown` is set.
+    /// Serves `listener` (from [`bind`]) on a thread of its own; it stops
+    /// once `shutdown` is set.
     pub fn start(
-        addr: SocketAddr,
+        listener: TcpListener,
         hub: Arc<StatsHub>,
         shutdown: Arc<AtomicBool>,
     ) -> std::io::Result<StatsServer> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let thread = std::thread::Builder::new()
             .name("vane-stats".into())

@@ -4,14 +4,16 @@
 //!
 //! Owns: starting and stopping executors, binding listeners, the per-core
 //! background tasks (accept loop, mailbox senders and receivers, the
-//! sweeper), and turning kernel limits into one clear error line. Does not
-//! own: protocol logic (`crate::broker`) or routing (`core.rs`).
+//! sweeper). Does not own: protocol logic (`crate::broker`), routing
+//! (`core.rs`), or checking what the kernel must provide (`kernel.rs`, run
+//! before any executor is built).
 
 mod affinity;
 pub mod config;
 mod conn;
 mod core;
 mod http;
+mod kernel;
 mod mailbox;
 mod metrics;
 mod migrate;
@@ -21,10 +23,11 @@ mod sessions;
 mod stats;
 mod sys_topics;
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -53,6 +56,13 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The stats address that was asked for cannot be bound (the default
+    /// one only gets a warning).
+    #[error("cannot listen on {addr} for the stats endpoint ([stats] listen, --stats-listen)")]
+    StatsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// io_uring or locked memory is missing: the message says what to raise.
     #[error("{0}")]
     Kernel(String),
@@ -71,9 +81,28 @@ pub struct Server {
 impl Server {
     /// Starts every core and returns once all of them are listening.
     pub fn start(config: Config) -> Result<Server, ServerError> {
+        Self::start_with_shutdown(config, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Server::start`] with the flag that shuts it down (see
+    /// [`Server::shutdown_flag`]) made by the caller, so that signal
+    /// handlers can be set before the cores start: a signal that arrives
+    /// while they start still shuts the broker down gracefully.
+    pub fn start_with_shutdown(
+        config: Config,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         let cores = config.effective_cores();
-        check_memlock(cores, &config)?;
+        if let Some(cpus) = config.cpus_left_unused() {
+            tracing::info!(
+                cpus,
+                cores,
+                "starting {cores} cores, the most Vane supports, not one per CPU"
+            );
+        }
+        kernel::check_io_uring().map_err(ServerError::Kernel)?;
+        kernel::check_memlock(cores, memlock_per_core(&config)).map_err(ServerError::Kernel)?;
         let listeners = bind_listeners(config.listen, cores)?;
         let addr = listeners[0]
             .local_addr()
@@ -84,18 +113,23 @@ impl Server {
         let cpus = allowed_cpus();
         let mesh: MeshBuilder<Batch, Full> =
             MeshBuilder::full(cores, config.executor.mailbox_capacity);
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let hub = metrics::StatsHub::new(cores, config.stats.enabled);
-        let stats = match config.stats.enabled {
-            true => Some(
-                http::StatsServer::start(config.stats.listen, hub.clone(), shutdown.clone())
-                    .map_err(|source| ServerError::Bind {
-                        addr: config.stats.listen,
-                        source,
-                    })?,
-            ),
+        let stats_listener = match config.stats.enabled {
+            true => bind_stats(&config.stats)?,
             false => None,
         };
+        // Latency is sampled only for an endpoint that serves it.
+        let hub = metrics::StatsHub::new(cores, stats_listener.is_some());
+        let stats = stats_listener
+            .map(|listener| http::StatsServer::start(listener, hub.clone(), shutdown.clone()))
+            .transpose()
+            .map_err(|source| ServerError::StatsBind {
+                addr: config.stats.listen,
+                source,
+            })?;
+        let gate = Arc::new(ConnectionGate {
+            open: AtomicUsize::new(0),
+            max: config.limits.max_connections,
+        });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut threads = Vec::with_capacity(cores);
         for (id, listener) in listeners.into_iter().enumerate() {
@@ -115,14 +149,16 @@ impl Server {
                 ready_tx.clone(),
             );
             let hub = hub.clone();
+            let gate = gate.clone();
             let fd = listener.into_raw_fd();
             let thread = std::thread::Builder::new()
                 .name(format!("vane-core-{id}"))
                 .spawn(move || -> Result<(), String> {
+                    GATE.with(|slot| *slot.borrow_mut() = Some(gate));
                     let executor = match builder.make() {
                         Ok(executor) => executor,
                         Err(error) => {
-                            let message = explain_executor_error(&error.to_string());
+                            let message = kernel::explain_executor_error(&error.to_string());
                             let _ = ready.send(Err(message.clone()));
                             return Err(message);
                         }
@@ -328,7 +364,9 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 continue;
             }
         };
-        if core.open_connections.get() >= core.max_connections {
+        // The core's own cap first: it costs nothing to check and takes
+        // nothing to undo. Then a slot of the global count.
+        if core.open_connections.get() >= core.max_connections || !admit_connection() {
             core.stats.reject(stats::Reject::ConnectionLimit);
             tracing::debug!(
                 core = core.id,
@@ -347,6 +385,59 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
         core.open_connections.set(core.open_connections.get() + 1);
         glommio::spawn_local(conn::serve(core.clone(), stream, peer)).detach();
     }
+}
+
+/// `limits.max_connections`: connections open at once over all the cores,
+/// counted exactly in one atomic that the accept loops increment and the
+/// end of a connection decrements. It is touched once per accept and once
+/// per close, never per message; parking a connection or moving it to
+/// another core leaves it counted.
+struct ConnectionGate {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionGate {
+    /// Takes a slot if one is free.
+    fn try_admit(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                open.checked_sub(1)
+            });
+    }
+}
+
+thread_local! {
+    /// The connection gate of the broker whose executor runs on this
+    /// thread (one executor per thread, set before it is built). A
+    /// thread-local rather than a `Core` field so that the connection's
+    /// end in `conn.rs` reaches it with one call.
+    static GATE: RefCell<Option<Arc<ConnectionGate>>> = const { RefCell::new(None) };
+}
+
+/// Takes a slot of `max_connections` for a new connection on this core's
+/// thread; false when all are taken.
+fn admit_connection() -> bool {
+    GATE.with(|slot| slot.borrow().as_ref().map_or(true, |gate| gate.try_admit()))
+}
+
+/// A connection ended for good (closed: not parked, not moved to another
+/// core): its slot of `max_connections` is free again.
+pub(crate) fn connection_closed() {
+    GATE.with(|slot| {
+        if let Some(gate) = slot.borrow().as_ref() {
+            gate.release();
+        }
+    });
 }
 
 async fn dispatch_self(core: Rc<Core>) {
@@ -416,6 +507,29 @@ fn bind_listeners(addr: SocketAddr, cores: usize) -> Result<Vec<StdListener>, Se
     Ok(listeners)
 }
 
+/// Binds the stats listener. Where the address is the default one and
+/// nobody asked for it (it is node_exporter's port too), failing is one
+/// warning and the broker runs without the endpoint; an address that was
+/// asked for must bind.
+fn bind_stats(settings: &config::StatsSettings) -> Result<Option<StdListener>, ServerError> {
+    match http::bind(settings.listen) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(error) if settings.listen_is_optional() => {
+            tracing::warn!(
+                addr = %settings.listen,
+                %error,
+                "stats endpoint not started: its default address cannot be bound; \
+                 set [stats] listen or --stats-listen to a free address, or [stats] enabled = false"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(ServerError::StatsBind {
+            addr: settings.listen,
+            source,
+        }),
+    }
+}
+
 /// CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes.
@@ -434,39 +548,4 @@ fn allowed_cpus() -> Vec<usize> {
 /// io_uring rings (about 512 KiB in all with the default settings).
 fn memlock_per_core(config: &Config) -> u64 {
     config.executor.io_memory as u64 + 448 * 1024
-}
-
-fn check_memlock(cores: usize, config: &Config) -> Result<(), ServerError> {
-    // SAFETY: getrlimit only writes the struct it is given.
-    let limit = unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
-            return Ok(());
-        }
-        limit.rlim_cur
-    };
-    let needed = memlock_per_core(config) * cores as u64;
-    if limit != libc::RLIM_INFINITY && limit < needed {
-        return Err(ServerError::Kernel(format!(
-            "vane: locked-memory limit is {} KiB but {cores} cores need about {} KiB; \
-             raise it (ulimit -l {}, or LimitMEMLOCK= in the systemd unit) or start fewer cores (--cores N)",
-            limit / 1024,
-            needed / 1024,
-            needed / 1024
-        )));
-    }
-    Ok(())
-}
-
-fn explain_executor_error(error: &str) -> String {
-    let lower = error.to_lowercase();
-    if lower.contains("cannot allocate memory") || lower.contains("enomem") {
-        format!("vane: io_uring setup failed for lack of locked memory ({error}); raise the locked-memory limit (ulimit -l, LimitMEMLOCK=) or start fewer cores (--cores N)")
-    } else if lower.contains("function not implemented")
-        || lower.contains("operation not permitted")
-    {
-        format!("vane: io_uring is not available ({error}); Vane needs Linux 5.8+ with io_uring enabled (sysctl kernel.io_uring_disabled=0)")
-    } else {
-        format!("vane: cannot start an executor: {error}")
-    }
 }
