@@ -271,6 +271,64 @@ fn stuck_subscriber_does_not_block_others() {
     drop(stuck);
 }
 
+/// Many subscribers stop reading at once: whoever feeds them waits one
+/// grace period (`limits.slow_consumer_grace_ms`, here 1 s) for all of
+/// them together, not one per subscriber (12 s here), so a healthy
+/// subscriber of the same flood is never stalled for long: each of its
+/// messages arrives within the 5 s the test client waits for a packet.
+#[test]
+fn many_stuck_subscribers_cost_one_grace_period() {
+    let broker = Broker::with(|c| {
+        c.limits.write_buffer_cap = 64 * 1024;
+        c.limits.slow_consumer_grace_ms = 1_000;
+    });
+    let t = unique("stuck-many/t");
+    let stuck: Vec<Raw> = (0..12)
+        .map(|_| {
+            let (mut s, _) = Raw::connected(broker.addr, connect(V4, &unique("stuck-n")));
+            s.subscribe(subscribe(1, &t, QoS::AtMostOnce));
+            s
+        })
+        .collect();
+    let (mut healthy, _) = Raw::connected(broker.addr, connect(V4, &unique("healthy")));
+    healthy.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    let (mut p, _) = Raw::connected(broker.addr, connect(V4, &unique("flood")));
+    const N: u16 = 2_000;
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            for i in 0..N {
+                let m = healthy.expect_publish_acked();
+                assert_eq!(&m.payload[..2], &i.to_be_bytes(), "lost or stalled");
+            }
+        });
+        let mut payload = vec![0u8; 16 * 1024];
+        for i in 0..N {
+            payload[..2].copy_from_slice(&i.to_be_bytes());
+            p.publish(publish(&t, &payload, QoS::AtLeastOnce, i + 1));
+        }
+        for _ in 0..N {
+            assert!(matches!(p.expect(), Packet::PubAck(_)));
+        }
+        reader.join().expect("healthy subscriber");
+    });
+    drop(stuck);
+}
+
+/// `limits.connect_timeout_ms`: a connection that sends no CONNECT in time
+/// is closed ([MQTT-3.1.0-1] makes CONNECT the first packet; the wait for
+/// it is the broker's own limit).
+#[test]
+fn a_connection_without_connect_is_closed_after_the_timeout() {
+    let broker = Broker::with(|c| c.limits.connect_timeout_ms = 300);
+    let started = std::time::Instant::now();
+    let mut silent = Raw::open(broker.addr, V4);
+    assert!(silent.expect_closed().is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed early"
+    );
+}
+
 use rumqttc::v5::mqttbytes::v5::{ConnectProperties, PubAckReason, PubRecReason};
 use rumqttc::v5::mqttbytes::QoS as Q5;
 

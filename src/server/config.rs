@@ -112,6 +112,13 @@ pub struct Limits {
     /// (each core keeps its share); 0 means no limit. Beyond it the session
     /// offline longest ends.
     pub max_offline_sessions: usize,
+    /// Milliseconds a new connection may take to send its CONNECT before
+    /// it is closed (at least 1).
+    pub connect_timeout_ms: u64,
+    /// Milliseconds a subscriber over its back-pressure mark may go without
+    /// reading anything before it counts as a slow consumer: no longer
+    /// waited for, its QoS 0 overflow dropped (at least 1).
+    pub slow_consumer_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -137,6 +144,8 @@ impl Default for Limits {
             max_session_expiry: connection.max_session_expiry,
             max_retained_messages: 1_000_000,
             max_offline_sessions: 1_000_000,
+            connect_timeout_ms: 10_000,
+            slow_consumer_grace_ms: 100,
         }
     }
 }
@@ -369,6 +378,12 @@ impl Config {
                 "limits.max_packet_size must be at most {}",
                 crate::codec::MAX_PACKET_SIZE_LIMIT
             )));
+        }
+        if l.connect_timeout_ms == 0 || l.slow_consumer_grace_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.connect_timeout_ms and limits.slow_consumer_grace_ms must be at least 1"
+                    .into(),
+            ));
         }
         if l.max_inflight == 0 || l.max_inflight_v5 == 0 || l.receive_maximum == 0 {
             return Err(ConfigError::Invalid(

@@ -36,8 +36,6 @@ use super::sessions::{will_fate, ConnLink, Presence, StoredId, WillFate};
 pub const READ_CHUNK: usize = 16 * 1024;
 /// An emptied buffer keeps its allocation only up to this size.
 const KEEP_CAPACITY: usize = 0;
-/// How long a connection may take to send its CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection the broker ends is drained before it is closed
 /// (see [`linger`]).
 const LINGER: Duration = Duration::from_secs(2);
@@ -314,7 +312,7 @@ async fn serve_until_closed_or_idle(
         let keepalive = if conn.is_connected() {
             conn.keepalive_deadline()
         } else {
-            Some(accepted_at + CONNECT_TIMEOUT)
+            Some(accepted_at + core.connect_timeout)
         };
         let park_at = core
             .park_after
@@ -369,7 +367,7 @@ async fn serve_until_closed_or_idle(
         &close,
         client_id.is_some(),
         conn.refusal(),
-        !conn.is_connected() && accepted_at.elapsed() >= CONNECT_TIMEOUT,
+        !conn.is_connected() && accepted_at.elapsed() >= core.connect_timeout,
         client_id.as_ref().map(StoredId::as_str),
         peer,
     );

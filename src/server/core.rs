@@ -65,10 +65,6 @@ use super::stats::CoreStats;
 mod ownership;
 mod routing;
 
-/// How long a subscriber may take to drain below the back-pressure mark
-/// before it counts as a slow consumer.
-pub const SLOW_CONSUMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Home core of a client id.
 pub fn home_core(client_id: &[u8], ncores: usize) -> usize {
     // Fixed seeds: every core must compute the same home.
@@ -93,6 +89,11 @@ pub struct Core {
     pub connection_limits: ConnectionLimits,
     pub session_limits: SessionLimits,
     pub max_connections: usize,
+    /// How long a new connection may take to send its CONNECT.
+    pub connect_timeout: Duration,
+    /// How long a subscriber over its mark may read nothing before it is a
+    /// slow consumer.
+    pub slow_consumer_grace: Duration,
     /// `max_retained_messages` (0: no limit), checked by the core that
     /// receives a retained PUBLISH against its replica.
     pub max_retained: usize,
@@ -177,6 +178,8 @@ impl Core {
             connection_limits: config.limits.connection(),
             session_limits: config.limits.session(),
             max_connections: config.limits.per_core_connections(ncores),
+            connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
+            slow_consumer_grace: Duration::from_millis(config.limits.slow_consumer_grace_ms),
             max_retained: config.limits.max_retained_messages,
             max_offline_sessions: config.limits.per_core_offline_sessions(ncores),
             sessions: RefCell::new(Sessions::new(id as u16)),
@@ -372,7 +375,7 @@ impl Core {
 
     /// Back-pressure towards local subscribers: waits until every
     /// subscriber this task just filled past the mark has drained below it.
-    /// One that writes nothing for a whole [`SLOW_CONSUMER_GRACE`] is marked
+    /// One that writes nothing for a whole grace period (`limits.slow_consumer_grace_ms`) is marked
     /// a slow consumer and no longer waited for: it must not slow anyone
     /// else (its QoS 0 overflow is dropped at its cap instead). They are
     /// waited for together, so any number of stuck subscribers cost one
@@ -397,7 +400,8 @@ impl Core {
         // A subscriber that keeps reading is waited for however long it
         // takes: its QoS 1/2 messages are acknowledged to publishers and
         // must not be dropped.
-        let mut deadline = Instant::now() + SLOW_CONSUMER_GRACE;
+        let grace = self.slow_consumer_grace;
+        let mut deadline = Instant::now() + grace;
         while let Some((first, _)) = waiting.first() {
             let first = first.clone();
             let timed_out = futures_lite::future::or(
@@ -425,7 +429,7 @@ impl Core {
                     link.mark_slow();
                     tracing::debug!(
                         core = self.id,
-                        "slow consumer: nothing read for {SLOW_CONSUMER_GRACE:?}; its QoS 0 overflow is dropped and its queue bound applies"
+                        "slow consumer: nothing read for {grace:?}; its QoS 0 overflow is dropped and its queue bound applies"
                     );
                     return false;
                 }
@@ -433,7 +437,7 @@ impl Core {
                 true
             });
             if grace_over {
-                deadline = now + SLOW_CONSUMER_GRACE;
+                deadline = now + grace;
             }
         }
     }
