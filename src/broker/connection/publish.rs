@@ -1,0 +1,277 @@
+//! PUBLISH from a client: the topic checks, inbound Topic Aliases, the
+//! QoS 2 receive state and the acknowledgement owed once the message is
+//! routed.
+//!
+//! Owns: what an inbound PUBLISH is answered with and whether it is routed.
+//! Does not own: where it goes (`crate::server`) or the session's QoS 2
+//! state itself ([`SessionState`]).
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::{Connection, Event, PendingAck};
+use crate::broker::message::Message;
+use crate::broker::session::{encode_infallible, SessionState};
+use crate::codec::{
+    DisconnectReasonCode, Packet, PubAck, PubAckReasonCode, PubRec, Publish, QoS, TopicName,
+};
+
+impl Connection {
+    pub(super) fn check_topic(&self, topic: &TopicName) -> Result<(), String> {
+        if topic.len() > self.limits.max_topic_length {
+            return Err(format!(
+                "topic longer than {} bytes",
+                self.limits.max_topic_length
+            ));
+        }
+        if topic.levels().count() > self.limits.max_topic_levels {
+            return Err(format!(
+                "topic deeper than {} levels",
+                self.limits.max_topic_levels
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_publish(
+        &mut self,
+        mut publish: Publish,
+        session: &mut SessionState,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Option<Event> {
+        let version = self.version();
+        if version.is_v5() {
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Some(self.fail(
+                    DisconnectReasonCode::ProtocolError,
+                    "PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]".into(),
+                    out,
+                ));
+            }
+            if let Some(failure) = self.resolve_topic_alias(&mut publish, out) {
+                return Some(failure);
+            }
+        }
+        if let Err(detail) = self.check_topic(&publish.topic) {
+            return Some(self.fail(DisconnectReasonCode::TopicNameInvalid, detail, out));
+        }
+        let ack = match publish.qos_pid.pid() {
+            None => PendingAck::None,
+            Some(pid) if publish.qos() == QoS::AtLeastOnce => PendingAck::PubAck(pid),
+            Some(pid) => {
+                if !session.on_inbound_qos2(pid) {
+                    // Redelivered before PUBREL: acknowledge, don't route again.
+                    encode_infallible(&Packet::PubRec(PubRec::new(pid)), version, out);
+                    return None;
+                }
+                if session.inbound_qos2_len() > usize::from(self.limits.receive_maximum) {
+                    return Some(self.fail(
+                        DisconnectReasonCode::ReceiveMaximumExceeded,
+                        "more unacknowledged QoS 2 PUBLISHes than Receive Maximum [MQTT-3.3.4-9]".into(),
+                        out,
+                    ));
+                }
+                PendingAck::PubRec(pid)
+            }
+        };
+        if publish.topic.is_system() {
+            // Clients cannot publish to `$` topics here: acknowledge (5.0
+            // with "not authorized") and drop.
+            self.publish_routed(ack, Some(PubAckReasonCode::NotAuthorized), out);
+            return None;
+        }
+        let message = Message::from_publish(&publish, self.session_key, now);
+        Some(Event::Publish { message, ack })
+    }
+
+    /// Replaces an inbound Topic Alias by its topic. Returns the closing
+    /// event when the alias is invalid.
+    fn resolve_topic_alias(&mut self, publish: &mut Publish, out: &mut BytesMut) -> Option<Event> {
+        let alias = publish.properties.topic_alias.take()?;
+        if alias.get() > self.limits.topic_alias_maximum {
+            // [MQTT-3.3.2-9]: above the advertised Topic Alias Maximum.
+            return Some(self.fail(
+                DisconnectReasonCode::TopicAliasInvalid,
+                format!("topic alias {alias} above the maximum [MQTT-3.3.2-9]"),
+                out,
+            ));
+        }
+        let index = usize::from(alias.get() - 1);
+        if publish.topic.is_empty() {
+            let known = self
+                .topic_aliases
+                .as_ref()
+                .and_then(|aliases| aliases.get(index));
+            match known.cloned().flatten() {
+                Some(topic) => publish.topic = topic,
+                None => {
+                    return Some(self.fail(
+                        DisconnectReasonCode::ProtocolError,
+                        format!("topic alias {alias} used before it was set (5.0 §3.3.2.3.4)"),
+                        out,
+                    ));
+                }
+            }
+        } else {
+            let aliases = self.topic_aliases.get_or_insert_with(Default::default);
+            if aliases.len() <= index {
+                aliases.resize(index + 1, None);
+            }
+            aliases[index] = Some(publish.topic.clone());
+        }
+        None
+    }
+
+    /// Writes the acknowledgement owed for a routed PUBLISH. 5.0 reports
+    /// "no matching subscribers" (0x10) when `reason` says so.
+    pub fn publish_routed(
+        &mut self,
+        ack: PendingAck,
+        reason: Option<PubAckReasonCode>,
+        out: &mut BytesMut,
+    ) {
+        let version = self.version();
+        let reason = reason
+            .filter(|_| version.is_v5())
+            .unwrap_or(PubAckReasonCode::Success);
+        match ack {
+            PendingAck::None => {}
+            PendingAck::PubAck(pid) => {
+                let mut ack = PubAck::new(pid);
+                ack.reason = reason;
+                encode_infallible(&Packet::PubAck(ack), version, out);
+            }
+            PendingAck::PubRec(pid) => {
+                let mut rec = PubRec::new(pid);
+                rec.reason = reason;
+                encode_infallible(&Packet::PubRec(rec), version, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::super::*;
+    use crate::codec::{
+        PubAck, PubAckReasonCode, PubRec, Publish, PublishProperties, QosPid, TopicName,
+    };
+    use bytes::Bytes;
+    use std::num::NonZeroU16;
+
+    fn publish_with_alias(topic: &str, alias: u16) -> Packet {
+        let topic = if topic.is_empty() {
+            // Decode an empty-topic PUBLISH to get the alias placeholder.
+            TopicName::try_from("x").unwrap()
+        } else {
+            TopicName::try_from(topic).unwrap()
+        };
+        let mut publish = Publish::new(topic, Bytes::from_static(b"p"));
+        publish.properties = PublishProperties {
+            topic_alias: NonZeroU16::new(alias),
+            ..PublishProperties::default()
+        };
+        Packet::Publish(publish)
+    }
+
+    /// 5.0 §3.3.2.3.4: an alias set with a topic is resolved later; one
+    /// above the maximum is DISCONNECT 0x94 ([MQTT-3.3.2-9]).
+    #[test]
+    fn topic_aliases_resolve_and_are_bounded() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "t", 0), now);
+        let (received, _) = send(&mut conn, &mut session, publish_with_alias("a/b", 3), now);
+        let Received::Event(Event::Publish { message, .. }) = received else {
+            panic!()
+        };
+        assert_eq!(message.template.topic().as_str(), "a/b");
+        // The same alias with an empty topic, as raw bytes: 0x30, len, 0x00 0x00
+        // (empty topic), properties: len 3, 0x23 0x00 0x03, payload "q".
+        let mut input = BytesMut::from(&[0x30, 0x07, 0, 0, 3, 0x23, 0, 3, b'q'][..]);
+        let mut out = BytesMut::new();
+        let Received::Event(Event::Publish { message, .. }) =
+            conn.receive(&mut input, Some(&mut session), now, &mut out)
+        else {
+            panic!()
+        };
+        assert_eq!(message.template.topic().as_str(), "a/b");
+        assert_eq!(&message.template.payload()[..], b"q");
+        let (received, answers) = send(&mut conn, &mut session, publish_with_alias("c", 65), now);
+        assert_eq!(
+            closed_with(received).reason,
+            DisconnectReasonCode::TopicAliasInvalid
+        );
+        assert_eq!(
+            answers,
+            [Packet::Disconnect(Disconnect::new(
+                DisconnectReasonCode::TopicAliasInvalid
+            ))]
+        );
+    }
+
+    /// [MQTT-3.3.4-6]: a client may not send a Subscription Identifier.
+    #[test]
+    fn subscription_identifier_from_a_client_is_a_protocol_error() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "s", 0), now);
+        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::new());
+        publish
+            .properties
+            .subscription_identifiers
+            .push(crate::codec::SubscriptionId::new(4).unwrap());
+        let (received, _) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert_eq!(
+            closed_with(received).reason,
+            DisconnectReasonCode::ProtocolError
+        );
+    }
+
+    /// QoS 2 inbound: the first PUBLISH is routed with a PUBREC owed; a
+    /// redelivery before PUBREL only gets PUBREC ([MQTT-4.3.3-10]).
+    #[test]
+    fn qos2_redelivery_is_acknowledged_but_not_routed() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V4, "q", 0), now);
+        let pid = PacketId::new(7).unwrap();
+        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::from_static(b"x"));
+        publish.qos_pid = QosPid::ExactlyOnce(pid);
+        let (received, _) = send(
+            &mut conn,
+            &mut session,
+            Packet::Publish(publish.clone()),
+            now,
+        );
+        assert!(
+            matches!(received, Received::Event(Event::Publish { ack: PendingAck::PubRec(p), .. }) if p == pid)
+        );
+        publish.dup = true;
+        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert!(matches!(received, Received::Handled));
+        assert_eq!(answers, [Packet::PubRec(PubRec::new(pid))]);
+        let (_, answers) = send(
+            &mut conn,
+            &mut session,
+            Packet::PubRel(crate::codec::PubRel::new(pid)),
+            now,
+        );
+        assert_eq!(answers, [Packet::PubComp(PubComp::new(pid))]);
+    }
+
+    /// Clients cannot publish to `$` topics: acknowledged, not routed.
+    #[test]
+    fn publishing_to_dollar_topics_is_refused() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "d", 0), now);
+        let pid = PacketId::new(1).unwrap();
+        let mut publish = Publish::new(TopicName::try_from("$SYS/x").unwrap(), Bytes::new());
+        publish.qos_pid = QosPid::AtLeastOnce(pid);
+        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert!(matches!(received, Received::Handled));
+        let mut ack = PubAck::new(pid);
+        ack.reason = PubAckReasonCode::NotAuthorized;
+        assert_eq!(answers, [Packet::PubAck(ack)]);
+    }
+}
