@@ -20,10 +20,11 @@ use super::session::{encode_infallible, AckError, SessionState};
 use crate::codec::{
     ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder, Disconnect, DisconnectReasonCode,
     MqttStr, Packet, PacketId, ProtocolVersion, PubComp, PubRelReasonCode, SubAck,
-    SubAckReasonCode, Subscribe, TopicName, UnsubAck, Unsubscribe, Will,
+    SubAckReasonCode, Subscribe, TopicName, UnsubAck, UnsubAckReasonCode, Unsubscribe, Will,
 };
 
 mod connect;
+mod problem;
 mod publish;
 
 use connect::connect_level;
@@ -104,7 +105,8 @@ pub struct Close {
     pub publish_will: bool,
     /// A 5.0 DISCONNECT may change the Session Expiry Interval.
     pub session_expiry: Option<u32>,
-    /// A line for the debug log.
+    /// A line for the debug log; a protocol violation's is also the
+    /// Reason String of the DISCONNECT (or CONNACK) that reports it.
     pub detail: String,
 }
 
@@ -141,6 +143,10 @@ pub struct Connection {
     will_delay: u32,
     session_expiry: u32,
     request_problem_information: bool,
+    /// The client's Maximum Packet Size, saturated (see
+    /// `problem::answer_size_limit`): how long a Reason String may make an
+    /// answer.
+    answer_size_limit: u16,
     /// Inbound Topic Alias -> Topic Name (5.0 §3.3.2.3.4), index alias-1.
     /// Boxed on first use: most clients set none, and a parked connection
     /// should be small.
@@ -166,6 +172,7 @@ impl Connection {
             will_delay: 0,
             session_expiry: 0,
             request_problem_information: true,
+            answer_size_limit: u16::MAX,
             topic_aliases: None,
             session_key: None,
             refusal: None,
@@ -248,6 +255,8 @@ impl Connection {
                 }
                 _ => None,
             };
+            // No Reason String: the client's Maximum Packet Size, which
+            // bounds it ([MQTT-3.2.2-19]), is in the CONNECT not decoded.
             if let Some(version) = version {
                 if version.is_v5() || code == ConnectReasonCode::UnsupportedProtocolVersion {
                     let ack = ConnAck::new(code, false);
@@ -274,11 +283,7 @@ impl Connection {
         out: &mut BytesMut,
     ) -> Event {
         if self.is_connected() && self.version().is_v5() {
-            encode_infallible(
-                &Packet::Disconnect(Disconnect::new(reason)),
-                ProtocolVersion::V5,
-                out,
-            );
+            self.write_answer(Packet::Disconnect(Disconnect::new(reason)), &detail, out);
         }
         let publish_will = self.is_connected();
         self.phase = Phase::Closed;
@@ -327,7 +332,8 @@ impl Connection {
                 if !session.on_pubrel(rel.pid) && version.is_v5() {
                     comp.reason = PubRelReasonCode::PacketIdentifierNotFound;
                 }
-                encode_infallible(&Packet::PubComp(comp), version, out);
+                let text = "no QoS 2 message awaits PUBREL with this packet identifier";
+                self.write_answer(Packet::PubComp(comp), text, out);
                 None
             }
             Packet::Subscribe(subscribe) => Some(Event::Subscribe(subscribe)),
@@ -373,27 +379,29 @@ impl Connection {
         reason_codes: Vec<SubAckReasonCode>,
         out: &mut BytesMut,
     ) {
+        let text = failures(&reason_codes, SubAckReasonCode::is_error);
         let ack = SubAck {
             pid,
             properties: Default::default(),
             reason_codes,
         };
-        encode_infallible(&Packet::SubAck(ack), self.version(), out);
+        self.write_answer(Packet::SubAck(ack), &text, out);
     }
 
     /// Writes the UNSUBACK for a handled UNSUBSCRIBE.
     pub fn unsubscribed(
         &mut self,
         pid: PacketId,
-        reason_codes: Vec<crate::codec::UnsubAckReasonCode>,
+        reason_codes: Vec<UnsubAckReasonCode>,
         out: &mut BytesMut,
     ) {
+        let text = failures(&reason_codes, UnsubAckReasonCode::is_error);
         let ack = UnsubAck {
             pid,
             properties: Default::default(),
             reason_codes,
         };
-        encode_infallible(&Packet::UnsubAck(ack), self.version(), out);
+        self.write_answer(Packet::UnsubAck(ack), &text, out);
     }
 
     fn on_disconnect(&mut self, disconnect: Disconnect, out: &mut BytesMut) -> Event {
@@ -428,19 +436,26 @@ impl Connection {
         publish_will: bool,
         out: &mut BytesMut,
     ) -> Close {
+        let text = match reason {
+            DisconnectReasonCode::KeepAliveTimeout => format!(
+                "no packet within 1.5 times the keep alive of {} s",
+                self.keep_alive
+            ),
+            DisconnectReasonCode::SessionTakenOver => {
+                "another connection took over the session".into()
+            }
+            DisconnectReasonCode::ServerShuttingDown => "the broker is shutting down".into(),
+            other => problem::describe(other),
+        };
         if self.is_connected() && self.version().is_v5() {
-            encode_infallible(
-                &Packet::Disconnect(Disconnect::new(reason)),
-                ProtocolVersion::V5,
-                out,
-            );
+            self.write_answer(Packet::Disconnect(Disconnect::new(reason)), &text, out);
         }
         self.phase = Phase::Closed;
         Close {
             reason,
             publish_will,
             session_expiry: None,
-            detail: format!("server disconnect: {reason}"),
+            detail: format!("server disconnect: {reason}: {text}"),
         }
     }
 
@@ -449,6 +464,21 @@ impl Connection {
     pub fn may_send_problem_information(&self) -> bool {
         self.request_problem_information
     }
+}
+
+/// The Reason String of a SUBACK or UNSUBACK: which filters failed and
+/// why, e.g. "filter 2: quota exceeded"; empty when none did.
+fn failures<R: Copy + std::fmt::Debug>(codes: &[R], is_error: impl Fn(R) -> bool) -> String {
+    let mut text = String::new();
+    for (i, &code) in codes.iter().enumerate() {
+        if is_error(code) {
+            if !text.is_empty() {
+                text.push_str("; ");
+            }
+            text.push_str(&format!("filter {}: {}", i + 1, problem::describe(code)));
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -517,6 +547,20 @@ pub(crate) mod tests {
         let mut out = BytesMut::new();
         let received = conn.receive(&mut input, Some(session), now, &mut out);
         (received, decode_out(&mut out, version))
+    }
+
+    /// The Reason String of an answer, if it has one.
+    pub(super) fn reason_string_of(packet: &Packet) -> Option<&str> {
+        let text = match packet {
+            Packet::ConnAck(ack) => &ack.properties.reason_string,
+            Packet::PubAck(ack) | Packet::PubRec(ack) => &ack.properties.reason_string,
+            Packet::PubRel(ack) | Packet::PubComp(ack) => &ack.properties.reason_string,
+            Packet::SubAck(ack) => &ack.properties.reason_string,
+            Packet::UnsubAck(ack) => &ack.properties.reason_string,
+            Packet::Disconnect(d) => &d.properties.reason_string,
+            other => panic!("{other:?} is not an answer"),
+        };
+        text.as_ref().map(MqttStr::as_str)
     }
 
     pub(super) fn closed_with(received: Received) -> Close {

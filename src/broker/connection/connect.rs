@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::problem::{answer_size_limit, describe};
 use super::{Close, ConnectRequest, Connection, Event, Phase};
 use crate::broker::message::SessionKey;
 use crate::broker::session::{encode_infallible, Peer, SessionState};
@@ -24,14 +25,17 @@ impl Connection {
     pub(super) fn on_connect(&mut self, connect: Connect, out: &mut BytesMut) -> Event {
         let version = connect.protocol;
         self.decoder.version = version;
+        // What the answers may carry, the CONNACK first.
+        self.request_problem_information = connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true);
+        self.answer_size_limit = answer_size_limit(connect.properties.maximum_packet_size);
         let refuse =
             |this: &mut Self, code: ConnectReasonCode, detail: String, out: &mut BytesMut| {
                 this.refusal = Some(code);
-                encode_infallible(
-                    &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
-                    version,
-                    out,
-                );
+                let ack = ConnAck::new(code, false);
+                this.write_answer(Packet::ConnAck(Box::new(ack)), &detail, out);
                 this.phase = Phase::Closed;
                 Event::Close(Close {
                     reason: DisconnectReasonCode::UnspecifiedError,
@@ -90,10 +94,6 @@ impl Connection {
         };
         self.session_expiry = session_expiry;
         self.keep_alive = keep_alive;
-        self.request_problem_information = connect
-            .properties
-            .request_problem_information
-            .unwrap_or(true);
         self.will_delay = connect
             .will
             .as_ref()
@@ -152,11 +152,8 @@ impl Connection {
     /// Refuses a CONNECT with `code` and ends the connection.
     pub fn refuse(&mut self, code: ConnectReasonCode, out: &mut BytesMut) {
         self.refusal = Some(code);
-        encode_infallible(
-            &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
-            self.version(),
-            out,
-        );
+        let ack = ConnAck::new(code, false);
+        self.write_answer(Packet::ConnAck(Box::new(ack)), &describe(code), out);
         self.phase = Phase::Closed;
     }
 
@@ -279,11 +276,13 @@ mod tests {
         let close = closed_with(received);
         assert_eq!(close.reason, DisconnectReasonCode::ProtocolError);
         assert!(close.publish_will);
+        let [Packet::Disconnect(disconnect)] = &answers[..] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(disconnect.reason, DisconnectReasonCode::ProtocolError);
         assert_eq!(
-            answers,
-            [Packet::Disconnect(Disconnect::new(
-                DisconnectReasonCode::ProtocolError
-            ))]
+            reason_string_of(&answers[0]),
+            Some("second CONNECT [MQTT-3.1.0-2]")
         );
     }
 

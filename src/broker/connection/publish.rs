@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::problem::describe;
 use super::{Connection, Event, PendingAck};
 use crate::broker::message::Message;
 use crate::broker::session::{encode_infallible, SessionState};
@@ -79,7 +80,8 @@ impl Connection {
         if publish.topic.is_system() {
             // Clients cannot publish to `$` topics here: acknowledge (5.0
             // with "not authorized") and drop.
-            self.publish_routed(ack, Some(PubAckReasonCode::NotAuthorized), out);
+            let text = "topics beginning with $ are the broker's: clients cannot publish to them";
+            self.acknowledge(ack, PubAckReasonCode::NotAuthorized, text, out);
             return None;
         }
         let message = Message::from_publish(&publish, self.session_key, now);
@@ -132,23 +134,41 @@ impl Connection {
         reason: Option<PubAckReasonCode>,
         out: &mut BytesMut,
     ) {
-        let version = self.version();
-        let reason = reason
-            .filter(|_| version.is_v5())
-            .unwrap_or(PubAckReasonCode::Success);
-        match ack {
-            PendingAck::None => {}
-            PendingAck::PubAck(pid) => {
-                let mut ack = PubAck::new(pid);
-                ack.reason = reason;
-                encode_infallible(&Packet::PubAck(ack), version, out);
-            }
-            PendingAck::PubRec(pid) => {
-                let mut rec = PubRec::new(pid);
-                rec.reason = reason;
-                encode_infallible(&Packet::PubRec(rec), version, out);
-            }
-        }
+        let reason = reason.unwrap_or(PubAckReasonCode::Success);
+        let text = if reason.is_error() {
+            describe(reason)
+        } else {
+            String::new()
+        };
+        self.acknowledge(ack, reason, &text, out);
+    }
+
+    /// Writes a PUBACK or PUBREC with `reason` (Success for 3.x) and, for
+    /// a failure, `text` as its Reason String.
+    fn acknowledge(
+        &self,
+        ack: PendingAck,
+        reason: PubAckReasonCode,
+        text: &str,
+        out: &mut BytesMut,
+    ) {
+        let reason = if self.version().is_v5() {
+            reason
+        } else {
+            PubAckReasonCode::Success
+        };
+        let packet = match ack {
+            PendingAck::None => return,
+            PendingAck::PubAck(pid) => Packet::PubAck(PubAck {
+                reason,
+                ..PubAck::new(pid)
+            }),
+            PendingAck::PubRec(pid) => Packet::PubRec(PubRec {
+                reason,
+                ..PubRec::new(pid)
+            }),
+        };
+        self.write_answer(packet, text, out);
     }
 }
 
@@ -156,9 +176,7 @@ impl Connection {
 mod tests {
     use super::super::tests::*;
     use super::super::*;
-    use crate::codec::{
-        PubAck, PubAckReasonCode, PubRec, Publish, PublishProperties, QosPid, TopicName,
-    };
+    use crate::codec::{PubAckReasonCode, PubRec, Publish, PublishProperties, QosPid, TopicName};
     use bytes::Bytes;
     use std::num::NonZeroU16;
 
@@ -204,12 +222,11 @@ mod tests {
             closed_with(received).reason,
             DisconnectReasonCode::TopicAliasInvalid
         );
-        assert_eq!(
-            answers,
-            [Packet::Disconnect(Disconnect::new(
-                DisconnectReasonCode::TopicAliasInvalid
-            ))]
-        );
+        let [Packet::Disconnect(disconnect)] = &answers[..] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(disconnect.reason, DisconnectReasonCode::TopicAliasInvalid);
+        assert!(reason_string_of(&answers[0]).is_some_and(|t| t.contains("topic alias 65")));
     }
 
     /// [MQTT-3.3.4-6]: a client may not send a Subscription Identifier.
@@ -260,7 +277,8 @@ mod tests {
         assert_eq!(answers, [Packet::PubComp(PubComp::new(pid))]);
     }
 
-    /// Clients cannot publish to `$` topics: acknowledged, not routed.
+    /// Clients cannot publish to `$` topics: acknowledged (5.0: 0x87 with
+    /// a Reason String), not routed.
     #[test]
     fn publishing_to_dollar_topics_is_refused() {
         let now = Instant::now();
@@ -270,8 +288,13 @@ mod tests {
         publish.qos_pid = QosPid::AtLeastOnce(pid);
         let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
         assert!(matches!(received, Received::Handled));
-        let mut ack = PubAck::new(pid);
-        ack.reason = PubAckReasonCode::NotAuthorized;
-        assert_eq!(answers, [Packet::PubAck(ack)]);
+        let [Packet::PubAck(ack)] = &answers[..] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(
+            (ack.pid, ack.reason),
+            (pid, PubAckReasonCode::NotAuthorized)
+        );
+        assert!(reason_string_of(&answers[0]).is_some_and(|t| t.contains('$')));
     }
 }
