@@ -598,3 +598,26 @@ fn no_response_information() {
         raw.disconnect();
     }
 }
+
+/// [MQTT-4.3.3-9]: after PUBREC 0x87 (a QoS 2 PUBLISH to a `$` topic) the
+/// flow is over; the next PUBLISH with that packet id is a new message,
+/// routed and delivered.
+#[test]
+fn packet_id_of_a_refused_qos2_publish_is_free_again() {
+    let broker = Broker::start();
+    let t = unique("reuse/t");
+    let (mut sub, _) = Raw::connected(broker.addr, connect(V5, &unique("rsub")));
+    sub.subscribe(subscribe(1, &t, QoS::ExactlyOnce));
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("rpub")));
+    p.publish(publish("$SYS/x", b"no", QoS::ExactlyOnce, 9));
+    match p.expect() {
+        Packet::PubRec(rec) => assert_eq!((rec.pid, rec.reason.as_u8()), (pid(9), 0x87)),
+        other => panic!("expected PUBREC 0x87, got {other:?}"),
+    }
+    p.publish_acked(publish(&t, b"yes", QoS::ExactlyOnce, 9));
+    assert_eq!(
+        &sub.expect_publish_acked().payload[..],
+        b"yes",
+        "[MQTT-4.3.3-9] the message with the reused id was not routed"
+    );
+}

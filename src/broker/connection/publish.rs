@@ -58,6 +58,20 @@ impl Connection {
         if let Err(detail) = self.check_topic(&publish.topic) {
             return Some(self.fail(DisconnectReasonCode::TopicNameInvalid, detail, out));
         }
+        if publish.topic.is_system() {
+            // Clients cannot publish to `$` topics here: acknowledge (5.0
+            // with "not authorized") and drop. Before any QoS 2 state is
+            // kept: after a PUBREC of 0x80 or more the flow is over, and the
+            // next PUBLISH with that id is a new message ([MQTT-4.3.3-9]).
+            let ack = match publish.qos_pid.pid() {
+                None => PendingAck::None,
+                Some(pid) if publish.qos() == QoS::AtLeastOnce => PendingAck::PubAck(pid),
+                Some(pid) => PendingAck::PubRec(pid),
+            };
+            let text = "topics beginning with $ are the broker's: clients cannot publish to them";
+            self.acknowledge(ack, PubAckReasonCode::NotAuthorized, text, out);
+            return None;
+        }
         let ack = match publish.qos_pid.pid() {
             None => PendingAck::None,
             Some(pid) if publish.qos() == QoS::AtLeastOnce => PendingAck::PubAck(pid),
@@ -77,13 +91,6 @@ impl Connection {
                 PendingAck::PubRec(pid)
             }
         };
-        if publish.topic.is_system() {
-            // Clients cannot publish to `$` topics here: acknowledge (5.0
-            // with "not authorized") and drop.
-            let text = "topics beginning with $ are the broker's: clients cannot publish to them";
-            self.acknowledge(ack, PubAckReasonCode::NotAuthorized, text, out);
-            return None;
-        }
         let message = Message::from_publish(&publish, self.session_key, now);
         Some(Event::Publish { message, ack })
     }
@@ -275,6 +282,32 @@ mod tests {
             now,
         );
         assert_eq!(answers, [Packet::PubComp(PubComp::new(pid))]);
+    }
+
+    /// [MQTT-4.3.3-9]: a QoS 2 PUBLISH refused with PUBREC 0x87 (a `$`
+    /// topic) keeps no state: the next PUBLISH with its packet id is a new
+    /// message, routed, not taken for a redelivery.
+    #[test]
+    fn refused_qos2_publish_leaves_its_packet_id_free() {
+        let now = Instant::now();
+        let (mut conn, mut session, _) = connected(connect_packet(V5, "r", 0), now);
+        let pid = PacketId::new(9).unwrap();
+        let mut publish = Publish::new(TopicName::try_from("$SYS/x").unwrap(), Bytes::new());
+        publish.qos_pid = QosPid::ExactlyOnce(pid);
+        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert!(matches!(received, Received::Handled));
+        assert!(
+            matches!(&answers[..], [Packet::PubRec(r)] if r.reason == PubAckReasonCode::NotAuthorized)
+        );
+        assert_eq!(session.inbound_qos2_len(), 0);
+        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::new());
+        publish.qos_pid = QosPid::ExactlyOnce(pid);
+        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        assert!(answers.is_empty(), "{answers:?}");
+        assert!(
+            matches!(received, Received::Event(Event::Publish { ack: PendingAck::PubRec(p), .. }) if p == pid),
+            "[MQTT-4.3.3-9] the reused id was taken for a redelivery"
+        );
     }
 
     /// Clients cannot publish to `$` topics: acknowledged (5.0: 0x87 with
