@@ -329,10 +329,11 @@ impl Connection {
             Packet::PubComp(comp) => self.ack_result(session.on_pubcomp(comp.pid, now, out)),
             Packet::PubRel(rel) => {
                 let mut comp = PubComp::new(rel.pid);
+                let mut text = "";
                 if !session.on_pubrel(rel.pid) && version.is_v5() {
                     comp.reason = PubRelReasonCode::PacketIdentifierNotFound;
+                    text = "no QoS 2 message awaits PUBREL with this packet identifier";
                 }
-                let text = "no QoS 2 message awaits PUBREL with this packet identifier";
                 self.write_answer(Packet::PubComp(comp), text, out);
                 None
             }

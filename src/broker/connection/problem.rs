@@ -152,9 +152,30 @@ mod tests {
     }
 
     /// Every error answer carries a Reason String (5.0 §3.4.2.2.2,
-    /// §3.5.2.2.2, §3.7.2.2.2, §3.9.2.1.2, §3.11.2.1.2, §3.14.2.2.3).
+    /// §3.5.2.2.2, §3.7.2.2.2, §3.9.2.1.2, §3.11.2.1.2, §3.14.2.2.3), and
+    /// only error answers do.
     #[test]
     fn error_answers_carry_a_reason_string() {
+        let now = Instant::now();
+        let (mut conn, mut session, acks) = connected(connect_packet(V5, "ok", 0), now);
+        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Default::default());
+        publish.qos_pid = QosPid::ExactlyOnce(pid(1));
+        let (received, mut answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
+        let Received::Event(Event::Publish { ack, .. }) = received else {
+            panic!("{received:?}")
+        };
+        let mut out = BytesMut::new();
+        conn.publish_routed(ack, None, &mut out);
+        conn.subscribed(pid(2), vec![SubAckReasonCode::GrantedQoS0], &mut out);
+        conn.unsubscribed(pid(3), vec![UnsubAckReasonCode::Success], &mut out);
+        answers.extend(decode_out(&mut out, V5));
+        let release = Packet::PubRel(PubRel::new(pid(1)));
+        answers.extend(send(&mut conn, &mut session, release, now).1);
+        assert_eq!(answers.len(), 4, "{answers:?}");
+        for answer in acks.iter().chain(&answers) {
+            assert_eq!(reason_string_of(answer), None, "{answer:?}");
+        }
+
         let answers = error_answers(v5_connect("r", ConnectProperties::default()));
         let texts: Vec<_> = answers.iter().map(reason_string_of).collect();
         assert_eq!(answers.len(), 6, "{answers:?}");
