@@ -621,3 +621,35 @@ fn packet_id_of_a_refused_qos2_publish_is_free_again() {
         "[MQTT-4.3.3-9] the message with the reused id was not routed"
     );
 }
+
+/// A QoS 2 PUBLISH beyond the server's Receive Maximum gets DISCONNECT
+/// 0x93 ([MQTT-3.3.4-9]) and is not kept as received: on a persistent
+/// session the client resends it after reconnecting ([MQTT-4.4.0-1]) and
+/// it is delivered, not taken for a redelivery and lost.
+#[test]
+fn publish_beyond_receive_maximum_is_delivered_when_resent() {
+    let broker = Broker::with(|c| c.limits.receive_maximum = 1);
+    let t = unique("rm/t");
+    let (mut sub, _) = Raw::connected(broker.addr, connect(V5, &unique("rmsub")));
+    sub.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    let id = unique("rmpub");
+    let (mut p, _) = Raw::connected(broker.addr, persistent(&id));
+    p.publish(publish(&t, b"one", QoS::ExactlyOnce, 1));
+    assert!(matches!(p.expect(), Packet::PubRec(rec) if rec.pid == pid(1)));
+    p.publish(publish(&t, b"two", QoS::ExactlyOnce, 2));
+    p.expect_disconnect(DisconnectReasonCode::ReceiveMaximumExceeded);
+    assert_eq!(&sub.expect_publish_acked().payload[..], b"one");
+
+    let (mut p, ack) = Raw::connected(broker.addr, persistent(&id));
+    assert!(ack.session_present);
+    p.send(&Packet::PubRel(vane::codec::PubRel::new(pid(1))));
+    assert!(matches!(p.expect(), Packet::PubComp(comp) if comp.pid == pid(1)));
+    let mut again = publish(&t, b"two", QoS::ExactlyOnce, 2);
+    again.dup = true;
+    p.publish_acked(again);
+    assert_eq!(
+        &sub.expect_publish_acked().payload[..],
+        b"two",
+        "the resent PUBLISH was taken for a redelivery and lost"
+    );
+}

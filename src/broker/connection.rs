@@ -517,8 +517,17 @@ pub(crate) mod tests {
         connect: Connect,
         now: Instant,
     ) -> (Connection, SessionState, Vec<Packet>) {
+        connected_with(ConnectionLimits::default(), connect, now)
+    }
+
+    /// [`connected`] under `limits`.
+    pub(super) fn connected_with(
+        limits: ConnectionLimits,
+        connect: Connect,
+        now: Instant,
+    ) -> (Connection, SessionState, Vec<Packet>) {
         let version = connect.protocol;
-        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut conn = Connection::new(limits, now);
         let mut out = BytesMut::new();
         let mut input = bytes_of(&Packet::Connect(Box::new(connect)), version);
         let Received::Event(Event::Connect(request)) =

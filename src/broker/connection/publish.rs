@@ -82,6 +82,10 @@ impl Connection {
                     return None;
                 }
                 if session.inbound_qos2_len() > usize::from(self.limits.receive_maximum) {
+                    // Not accepted, so not kept: a persistent session's
+                    // client resends it after reconnecting ([MQTT-4.4.0-1]),
+                    // and that must be a new message, not a redelivery.
+                    session.on_pubrel(pid);
                     return Some(self.fail(
                         DisconnectReasonCode::ReceiveMaximumExceeded,
                         "more unacknowledged QoS 2 PUBLISHes than Receive Maximum [MQTT-3.3.4-9]".into(),
@@ -307,6 +311,54 @@ mod tests {
         assert!(
             matches!(received, Received::Event(Event::Publish { ack: PendingAck::PubRec(p), .. }) if p == pid),
             "[MQTT-4.3.3-9] the reused id was taken for a redelivery"
+        );
+    }
+
+    /// A QoS 2 PUBLISH beyond the server's Receive Maximum ends the
+    /// connection with 0x93 ([MQTT-3.3.4-9]) and is not kept: resent on
+    /// the same session after the client's PUBREL for the one before
+    /// ([MQTT-4.4.0-1]), it is routed as a new message.
+    #[test]
+    fn publish_beyond_receive_maximum_is_not_kept() {
+        let now = Instant::now();
+        let limits = ConnectionLimits {
+            receive_maximum: 1,
+            ..ConnectionLimits::default()
+        };
+        let connect = connect_packet(V5, "m", 0);
+        let (mut conn, mut session, _) = connected_with(limits, connect.clone(), now);
+        let qos2 = |id: u16, dup: bool| {
+            let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::new());
+            publish.qos_pid = QosPid::ExactlyOnce(PacketId::new(id).unwrap());
+            publish.dup = dup;
+            Packet::Publish(publish)
+        };
+        let (received, _) = send(&mut conn, &mut session, qos2(1, false), now);
+        assert!(matches!(received, Received::Event(Event::Publish { .. })));
+        let (received, _) = send(&mut conn, &mut session, qos2(2, false), now);
+        assert_eq!(
+            closed_with(received).reason,
+            DisconnectReasonCode::ReceiveMaximumExceeded
+        );
+        assert_eq!(
+            session.inbound_qos2_len(),
+            1,
+            "only the accepted id is kept"
+        );
+
+        // The client reconnects to the session: PUBREL for 1, then 2 again.
+        let (mut conn, _, _) = connected_with(limits, connect, now);
+        let release = Packet::PubRel(crate::codec::PubRel::new(PacketId::new(1).unwrap()));
+        let (_, answers) = send(&mut conn, &mut session, release, now);
+        assert_eq!(
+            answers,
+            [Packet::PubComp(PubComp::new(PacketId::new(1).unwrap()))]
+        );
+        let (received, answers) = send(&mut conn, &mut session, qos2(2, true), now);
+        assert!(answers.is_empty(), "{answers:?}");
+        assert!(
+            matches!(received, Received::Event(Event::Publish { .. })),
+            "the resent PUBLISH was taken for a redelivery and lost"
         );
     }
 
