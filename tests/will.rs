@@ -393,3 +393,31 @@ fn v5_will_properties_pass_through() {
     let left = got.properties.message_expiry_interval.expect("expiry");
     assert!((299..=300).contains(&left));
 }
+
+/// Clients cannot publish to `$` topics, nor through a will: a CONNECT
+/// whose will topic begins with `$` is refused, 5.0 with CONNACK 0x87 Not
+/// authorized (and a Reason String), 3.1/3.1.1 with return code 0x05, and
+/// no will reaches (or is retained on) the topic.
+#[test]
+fn will_on_a_dollar_topic_is_refused() {
+    let broker = Broker::start();
+    for (version, code) in [(V3, 0x05), (V4, 0x05), (V5, 0x87)] {
+        let t = format!("$SYS/{}", unique("fake"));
+        let mut c = connect(version, &unique("dw"));
+        c.will = Some(will(&t, "forged", QoS::AtLeastOnce, true));
+        let mut raw = Raw::open(broker.addr, version);
+        raw.send(&Packet::Connect(Box::new(c)));
+        let answers = raw.expect_closed();
+        let [Packet::ConnAck(ack)] = &answers[..] else {
+            panic!("{version:?}: expected one CONNACK, got {answers:?}")
+        };
+        let wire = encode(&answers[0], version);
+        assert_eq!(wire[3], code, "{version:?}: {ack:?}");
+        assert_eq!(ack.code, vane::codec::ConnectReasonCode::NotAuthorized);
+        assert_eq!(version == V5, ack.properties.reason_string.is_some());
+        // Nothing was published or retained there.
+        let (mut w, _) = Raw::connected(broker.addr, connect(V5, &unique("dww")));
+        w.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+        assert!(w.ping().is_empty(), "{version:?}: a will reached {t}");
+    }
+}

@@ -78,6 +78,16 @@ impl Connection {
             if let Err(detail) = self.check_topic(&will.topic) {
                 return refuse(self, ConnectReasonCode::TopicNameInvalid, detail, out);
             }
+            if will.topic.is_system() {
+                // A client cannot publish to `$` topics, nor through its
+                // will: 5.0 0x87, 3.x 0x05, both "not authorized".
+                return refuse(
+                    self,
+                    ConnectReasonCode::NotAuthorized,
+                    "will topic begins with $: clients cannot publish to $ topics".into(),
+                    out,
+                );
+            }
         }
         let session_expiry = if version.is_v5() {
             connect.properties.session_expiry_interval.unwrap_or(0)
@@ -339,6 +349,38 @@ mod tests {
             panic!()
         };
         assert_eq!(ack.code, ConnectReasonCode::BadAuthenticationMethod);
+    }
+
+    /// Clients cannot publish to `$` topics, so a will on one is refused:
+    /// 5.0 CONNACK 0x87 Not authorized (with a Reason String), 3.x return
+    /// code 0x05 Not authorized; the connection closes without a will.
+    #[test]
+    fn will_on_a_dollar_topic_is_refused() {
+        for (version, connack) in [(V5, [0x87u8]), (V4, [0x05])] {
+            let now = Instant::now();
+            let mut connect = connect_packet(version, "w", 0);
+            connect.will = Some(Will {
+                topic: crate::codec::TopicName::try_from("$SYS/broker/uptime").unwrap(),
+                payload: Default::default(),
+                qos: crate::codec::QoS::AtLeastOnce,
+                retain: true,
+                properties: Default::default(),
+            });
+            let mut conn = Connection::new(ConnectionLimits::default(), now);
+            let mut input = bytes_of(&Packet::Connect(Box::new(connect)), version);
+            let mut out = BytesMut::new();
+            let close = closed_with(conn.receive(&mut input, None, now, &mut out));
+            assert!(!close.publish_will);
+            assert!(close.detail.contains("will topic begins with $"));
+            assert_eq!(conn.refusal(), Some(ConnectReasonCode::NotAuthorized));
+            let answers = decode_out(&mut out.clone(), version);
+            let Packet::ConnAck(ack) = &answers[0] else {
+                panic!("{answers:?}")
+            };
+            assert_eq!(ack.code, ConnectReasonCode::NotAuthorized);
+            assert_eq!(out[3], connack[0], "{version:?}");
+            assert_eq!(version.is_v5(), reason_string_of(&answers[0]).is_some());
+        }
     }
 
     /// [MQTT-3.2.2-2]/5.0 §3.2.2.3: CONNACK advertises what the broker
