@@ -34,7 +34,9 @@ use connect::connect_level;
 pub struct ConnectionLimits {
     /// Largest packet accepted from a client, fixed header included.
     pub max_packet_size: u32,
-    /// Upper bound on keepalive; 0 means "take the client's".
+    /// Upper bound on keepalive; 0 means "take the client's". A 5.0
+    /// client beyond it (or at 0) is given it as Server Keep Alive; a 3.x
+    /// CONNECT beyond it (or at 0) is refused with return code 0x02.
     pub max_keepalive: u16,
     /// Inbound QoS 2 messages awaiting PUBREL (5.0 Receive Maximum).
     pub receive_maximum: u16,

@@ -99,7 +99,24 @@ impl Connection {
         .min(self.limits.max_session_expiry);
         let keep_alive = match self.limits.max_keepalive {
             0 => connect.keep_alive,
-            max if connect.keep_alive == 0 || connect.keep_alive > max => max,
+            max if connect.keep_alive == 0 || connect.keep_alive > max => {
+                if !version.is_v5() {
+                    // 3.x has no Server Keep Alive to tell the client a
+                    // shorter one, and [MQTT-3.1.2-24] is about the value it
+                    // sent: refuse instead (as Mosquitto's max_keepalive).
+                    return refuse(
+                        self,
+                        ConnectReasonCode::ClientIdentifierNotValid,
+                        format!(
+                            "keep alive {} outside 1..={max} (max_keepalive); 3.x has no Server Keep Alive",
+                            connect.keep_alive
+                        ),
+                        out,
+                    );
+                }
+                // [MQTT-3.2.2-21]: the CONNACK says Server Keep Alive.
+                max
+            }
             _ => connect.keep_alive,
         };
         self.session_expiry = session_expiry;
@@ -258,6 +275,43 @@ mod tests {
             conn.keepalive_deadline(),
             Some(now + Duration::from_secs(45))
         );
+    }
+
+    /// With `max_keepalive` set, a 3.1/3.1.1 CONNECT whose keepalive is 0
+    /// or above it is refused with return code 0x02 (no Server Keep Alive
+    /// before 5.0, and [MQTT-3.1.2-24] holds for the client's own value);
+    /// one within it is kept as it is.
+    #[test]
+    fn v3_keepalive_outside_max_keepalive_is_refused() {
+        let now = Instant::now();
+        let limits = ConnectionLimits {
+            max_keepalive: 30,
+            ..ConnectionLimits::default()
+        };
+        for version in [ProtocolVersion::V3_1, V4] {
+            for keep_alive in [0, 31, u16::MAX] {
+                let mut conn = Connection::new(limits, now);
+                let connect = connect_packet(version, "k", keep_alive);
+                let mut input = bytes_of(&Packet::Connect(Box::new(connect)), version);
+                let mut out = BytesMut::new();
+                let close = closed_with(conn.receive(&mut input, None, now, &mut out));
+                assert_eq!(
+                    &out[..],
+                    &[0x20, 0x02, 0x00, 0x02],
+                    "{version:?} {keep_alive}"
+                );
+                assert!(close.detail.contains("max_keepalive"));
+            }
+            for keep_alive in [1, 30] {
+                let (conn, _, acks) =
+                    connected_with(limits, connect_packet(version, "k", keep_alive), now);
+                assert!(
+                    matches!(&acks[0], Packet::ConnAck(a) if a.code == ConnectReasonCode::Success)
+                );
+                let deadline = now + Duration::from_millis(u64::from(keep_alive) * 1500);
+                assert_eq!(conn.keepalive_deadline(), Some(deadline), "[MQTT-3.1.2-24]");
+            }
+        }
     }
 
     /// [MQTT-3.1.0-1]: anything before CONNECT closes the connection.
