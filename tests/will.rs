@@ -90,6 +90,34 @@ fn v5_disconnect_with_will_message_publishes_it() {
     assert_eq!(&w.expect_publish_acked().payload[..], b"asked");
 }
 
+/// [MQTT-3.1.2-8], [MQTT-3.14.4-3]: only a DISCONNECT with 0x00 Normal
+/// disconnection discards the will; one with an error reason code (0x80
+/// Unspecified error, 0x83 Implementation specific error) publishes it.
+#[test]
+fn v5_disconnect_with_an_error_code_publishes_the_will() {
+    let broker = Broker::start();
+    for reason in [
+        DisconnectReasonCode::UnspecifiedError,
+        DisconnectReasonCode::ImplementationSpecificError,
+    ] {
+        let t = unique("will/err");
+        let mut w = watcher(&broker, V5, &t);
+        let (mut c, _) = Raw::connected(broker.addr, with_will(V5, &t, "failed", QoS::AtLeastOnce));
+        c.send(&Packet::Disconnect(Disconnect::new(reason)));
+        c.expect_closed();
+        assert_eq!(&w.expect_publish_acked().payload[..], b"failed", "{reason}");
+    }
+    let t = unique("will/x00");
+    let mut w = watcher(&broker, V5, &t);
+    let (mut c, _) = Raw::connected(broker.addr, with_will(V5, &t, "kept", QoS::AtLeastOnce));
+    c.send(&Packet::Disconnect(Disconnect::new(
+        DisconnectReasonCode::NormalDisconnection,
+    )));
+    c.expect_closed();
+    let before = sentinel(&broker, &mut w, &t);
+    assert!(before.is_empty(), "will published after 0x00: {before:?}");
+}
+
 /// [MQTT-3.1.2-24]: with keepalive 1 s, a silent client is disconnected
 /// after 1.5 s, (5.0: DISCONNECT 0x8D Keep Alive timeout) and its will is
 /// published ([MQTT-3.1.2-8]).

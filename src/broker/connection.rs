@@ -103,7 +103,7 @@ pub enum PendingAck {
 pub struct Close {
     pub reason: DisconnectReasonCode,
     /// Whether the will is to be published ([MQTT-3.1.2-8]; not after a
-    /// normal DISCONNECT, [MQTT-3.1.2-10]).
+    /// DISCONNECT with 0x00, [MQTT-3.1.2-10], [MQTT-3.14.4-3]).
     pub publish_will: bool,
     /// A 5.0 DISCONNECT may change the Session Expiry Interval.
     pub session_expiry: Option<u32>,
@@ -424,7 +424,10 @@ impl Connection {
             self.session_expiry = expiry.min(self.limits.max_session_expiry);
         }
         Event::Close(Close {
-            publish_will: disconnect.reason == DisconnectReasonCode::DisconnectWithWillMessage,
+            // Only 0x00 Normal disconnection discards the will
+            // ([MQTT-3.14.4-3], [MQTT-3.1.2-8]); 0x04 asks for it, and any
+            // error code means the client did not end normally.
+            publish_will: disconnect.reason != DisconnectReasonCode::NormalDisconnection,
             reason: disconnect.reason,
             session_expiry: expiry,
             detail: "client sent DISCONNECT".into(),
@@ -607,8 +610,10 @@ pub(crate) mod tests {
         );
     }
 
-    /// [MQTT-3.1.2-10] no will after a normal DISCONNECT; 5.0 reason 0x04
-    /// asks for it; [MQTT-3.14.2-2] expiry cannot go from 0 to non-zero.
+    /// [MQTT-3.1.2-10] / [MQTT-3.14.4-3] no will after a DISCONNECT with
+    /// 0x00; 5.0 reason 0x04 asks for it, and an error code publishes it
+    /// too ([MQTT-3.1.2-8]); [MQTT-3.14.2-2] expiry cannot go from 0 to
+    /// non-zero.
     #[test]
     fn disconnect_decides_the_will_and_guards_session_expiry() {
         let now = Instant::now();
@@ -629,11 +634,18 @@ pub(crate) mod tests {
         );
         assert!(!closed_with(received).publish_will);
 
-        let (mut conn, mut session, _) = connected(connect.clone(), now);
-        let disconnect = Disconnect::new(DisconnectReasonCode::DisconnectWithWillMessage);
-        let (received, _) = send(&mut conn, &mut session, Packet::Disconnect(disconnect), now);
-        assert!(closed_with(received).publish_will);
-        assert!(conn.take_will().is_some());
+        for reason in [
+            DisconnectReasonCode::DisconnectWithWillMessage,
+            DisconnectReasonCode::UnspecifiedError,
+            DisconnectReasonCode::ProtocolError,
+            DisconnectReasonCode::MessageRateTooHigh,
+        ] {
+            let (mut conn, mut session, _) = connected(connect.clone(), now);
+            let disconnect = Disconnect::new(reason);
+            let (received, _) = send(&mut conn, &mut session, Packet::Disconnect(disconnect), now);
+            assert!(closed_with(received).publish_will, "{reason}");
+            assert!(conn.take_will().is_some());
+        }
 
         let (mut conn, mut session, _) = connected(connect, now);
         let mut disconnect = Disconnect::default();
