@@ -19,13 +19,16 @@ use super::message::{Message, SessionKey};
 use super::session::{encode_infallible, AckError, SessionState};
 use crate::codec::{
     ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder, Disconnect, DisconnectReasonCode,
-    MqttStr, Packet, PacketId, ProtocolVersion, PubComp, PubRelReasonCode, SubAck,
-    SubAckReasonCode, Subscribe, TopicName, UnsubAck, UnsubAckReasonCode, Unsubscribe, Will,
+    MqttStr, Packet, PacketId, ProtocolVersion, PubComp, PubRelReasonCode, Subscribe, TopicName,
+    Unsubscribe, Will,
 };
 
 mod connect;
 mod problem;
 mod publish;
+mod subscribe;
+
+pub use subscribe::Refused;
 
 use connect::connect_level;
 
@@ -71,8 +74,9 @@ pub enum Event {
     Connect(Box<ConnectRequest>),
     /// Route `message`; then call [`Connection::publish_routed`] with `ack`.
     Publish { message: Message, ack: PendingAck },
-    /// Register the subscriptions, then call [`Connection::subscribed`].
-    Subscribe(Subscribe),
+    /// Register the subscriptions, then call [`Connection::subscribed`]
+    /// with the [`Refused`] filters (already taken out of the SUBSCRIBE).
+    Subscribe(Subscribe, Refused),
     /// Remove the subscriptions, then call [`Connection::unsubscribed`].
     Unsubscribe(Unsubscribe),
     /// The connection ends. A DISCONNECT, if any, is already written.
@@ -339,7 +343,7 @@ impl Connection {
                 self.write_answer(Packet::PubComp(comp), text, out);
                 None
             }
-            Packet::Subscribe(subscribe) => Some(Event::Subscribe(subscribe)),
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, out),
             Packet::Unsubscribe(unsubscribe) => Some(Event::Unsubscribe(unsubscribe)),
             Packet::PingReq => {
                 encode_infallible(&Packet::PingResp, version, out);
@@ -373,38 +377,6 @@ impl Connection {
             tracing::debug!(%error, "ignored acknowledgement");
         }
         None
-    }
-
-    /// Writes the SUBACK for a handled SUBSCRIBE.
-    pub fn subscribed(
-        &mut self,
-        pid: PacketId,
-        reason_codes: Vec<SubAckReasonCode>,
-        out: &mut BytesMut,
-    ) {
-        let text = failures(&reason_codes, SubAckReasonCode::is_error);
-        let ack = SubAck {
-            pid,
-            properties: Default::default(),
-            reason_codes,
-        };
-        self.write_answer(Packet::SubAck(ack), &text, out);
-    }
-
-    /// Writes the UNSUBACK for a handled UNSUBSCRIBE.
-    pub fn unsubscribed(
-        &mut self,
-        pid: PacketId,
-        reason_codes: Vec<UnsubAckReasonCode>,
-        out: &mut BytesMut,
-    ) {
-        let text = failures(&reason_codes, UnsubAckReasonCode::is_error);
-        let ack = UnsubAck {
-            pid,
-            properties: Default::default(),
-            reason_codes,
-        };
-        self.write_answer(Packet::UnsubAck(ack), &text, out);
     }
 
     fn on_disconnect(&mut self, disconnect: Disconnect, out: &mut BytesMut) -> Event {
@@ -470,21 +442,6 @@ impl Connection {
     pub fn may_send_problem_information(&self) -> bool {
         self.request_problem_information
     }
-}
-
-/// The Reason String of a SUBACK or UNSUBACK: which filters failed and
-/// why, e.g. "filter 2: quota exceeded"; empty when none did.
-fn failures<R: Copy + std::fmt::Debug>(codes: &[R], is_error: impl Fn(R) -> bool) -> String {
-    let mut text = String::new();
-    for (i, &code) in codes.iter().enumerate() {
-        if is_error(code) {
-            if !text.is_empty() {
-                text.push_str("; ");
-            }
-            text.push_str(&format!("filter {}: {}", i + 1, problem::describe(code)));
-        }
-    }
-    text
 }
 
 #[cfg(test)]

@@ -103,7 +103,8 @@ mod tests {
     use super::super::*;
     use super::*;
     use crate::codec::{
-        ConnectProperties, PubAckReasonCode, PubRel, Publish, QosPid, TopicName, WillProperties,
+        ConnectProperties, PubAckReasonCode, PubRel, Publish, QosPid, SubAckReasonCode, TopicName,
+        UnsubAckReasonCode, WillProperties,
     };
     use std::num::NonZeroU32;
 
@@ -142,7 +143,7 @@ mod tests {
             SubAckReasonCode::GrantedQoS1,
             SubAckReasonCode::QuotaExceeded,
         ];
-        conn.subscribed(pid(4), codes, &mut out);
+        conn.subscribed(pid(4), Refused::default(), codes, &mut out);
         let codes = vec![UnsubAckReasonCode::NotAuthorized];
         conn.unsubscribed(pid(5), codes, &mut out);
         answers.extend(decode_out(&mut out, V5));
@@ -166,7 +167,12 @@ mod tests {
         };
         let mut out = BytesMut::new();
         conn.publish_routed(ack, None, &mut out);
-        conn.subscribed(pid(2), vec![SubAckReasonCode::GrantedQoS0], &mut out);
+        conn.subscribed(
+            pid(2),
+            Refused::default(),
+            vec![SubAckReasonCode::GrantedQoS0],
+            &mut out,
+        );
         conn.unsubscribed(pid(3), vec![UnsubAckReasonCode::Success], &mut out);
         answers.extend(decode_out(&mut out, V5));
         let release = Packet::PubRel(PubRel::new(pid(1)));
@@ -343,7 +349,12 @@ mod tests {
         );
         assert_eq!(answers, [Packet::PubAck(crate::codec::PubAck::new(pid(1)))]);
         let mut out = BytesMut::new();
-        conn.subscribed(pid(2), vec![SubAckReasonCode::QuotaExceeded], &mut out);
+        conn.subscribed(
+            pid(2),
+            Refused::default(),
+            vec![SubAckReasonCode::QuotaExceeded],
+            &mut out,
+        );
         assert_eq!(&out[..], &[0x90, 0x03, 0x00, 0x02, 0x80]);
     }
 }
