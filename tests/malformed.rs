@@ -437,3 +437,23 @@ fn subscribe_filters_beyond_the_topic_limits() {
         by.check();
     }
 }
+
+/// 5.0 §3.1.2.11.10: "It is a Protocol Error to include Authentication
+/// Data if there is no Authentication Method": CONNACK 0x82 and close.
+#[test]
+fn authentication_data_without_method() {
+    let broker = Broker::start();
+    let mut by = Bystanders::new(&broker);
+    let mut c = connect(V5, &unique("ad"));
+    c.properties.authentication_data = Some(bytes::Bytes::from_static(b"token"));
+    let mut raw = Raw::open(broker.addr, V5);
+    raw.send(&Packet::Connect(Box::new(c)));
+    match raw.expect_closed().as_slice() {
+        [Packet::ConnAck(ack)] => {
+            assert_eq!(ack.code, ConnectReasonCode::ProtocolError);
+            assert!(ack.properties.reason_string.is_some(), "{ack:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    by.check();
+}

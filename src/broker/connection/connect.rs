@@ -44,6 +44,18 @@ impl Connection {
                     detail,
                 })
             };
+        if connect.properties.authentication_data.is_some()
+            && connect.properties.authentication_method.is_none()
+        {
+            // 5.0 §3.1.2.11.10: "It is a Protocol Error to include
+            // Authentication Data if there is no Authentication Method."
+            return refuse(
+                self,
+                ConnectReasonCode::ProtocolError,
+                "Authentication Data without an Authentication Method (5.0 §3.1.2.11.10)".into(),
+                out,
+            );
+        }
         if connect.properties.authentication_method.is_some() {
             return refuse(
                 self,
@@ -435,6 +447,27 @@ mod tests {
             assert_eq!(out[3], connack[0], "{version:?}");
             assert_eq!(version.is_v5(), reason_string_of(&answers[0]).is_some());
         }
+    }
+
+    /// 5.0 §3.1.2.11.10: Authentication Data without an Authentication
+    /// Method is a Protocol Error: CONNACK 0x82, with a Reason String.
+    #[test]
+    fn authentication_data_without_method_is_a_protocol_error() {
+        let now = Instant::now();
+        let mut connect = connect_packet(V5, "a", 0);
+        connect.properties.authentication_data = Some(bytes::Bytes::from_static(b"secret"));
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut input = bytes_of(&Packet::Connect(Box::new(connect)), V5);
+        let mut out = BytesMut::new();
+        let close = closed_with(conn.receive(&mut input, None, now, &mut out));
+        assert!(!close.publish_will);
+        assert_eq!(conn.refusal(), Some(ConnectReasonCode::ProtocolError));
+        let answers = decode_out(&mut out, V5);
+        let Packet::ConnAck(ack) = &answers[0] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(ack.code, ConnectReasonCode::ProtocolError);
+        assert!(reason_string_of(&answers[0]).is_some_and(|t| t.contains("Authentication Data")));
     }
 
     /// [MQTT-3.2.2-2]/5.0 §3.2.2.3: CONNACK advertises what the broker
