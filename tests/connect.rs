@@ -157,6 +157,45 @@ fn v5_server_keep_alive_caps_the_clients() {
     raw.disconnect();
 }
 
+/// 3.1/3.1.1 have no Server Keep Alive: with `max_keepalive` set, a 3.x
+/// CONNECT with keepalive 0 or above it is refused with return code 0x02
+/// (as Mosquitto does), rather than being cut off at 1.5 times a value it
+/// never heard of ([MQTT-3.1.2-24] is about the keepalive the client sent).
+/// One within the bound is accepted and kept; a 5.0 client is still told
+/// Server Keep Alive, even for keepalive 0.
+#[test]
+fn v3_keepalive_outside_max_keepalive_is_refused() {
+    let broker = Broker::with(|c| c.limits.max_keepalive = 30);
+    for version in [V3, V4] {
+        for keep_alive in [0, 31, 600] {
+            let mut c = connect(version, &unique("ka3"));
+            c.keep_alive = keep_alive;
+            let mut raw = Raw::open(broker.addr, version);
+            raw.send(&Packet::Connect(Box::new(c)));
+            let answers = raw.expect_closed();
+            let [Packet::ConnAck(ack)] = &answers[..] else {
+                panic!("{version:?} keepalive {keep_alive}: {answers:?}")
+            };
+            assert_eq!(ack.code, ConnectReasonCode::ClientIdentifierNotValid);
+            assert_eq!(encode(&answers[0], version), [0x20, 0x02, 0x00, 0x02]);
+        }
+        let mut c = connect(version, &unique("ka3"));
+        c.keep_alive = 30;
+        let (mut raw, _) = Raw::connected(broker.addr, c);
+        assert!(raw.ping().is_empty());
+        raw.disconnect();
+    }
+    let mut c = connect(V5, &unique("ka5"));
+    c.keep_alive = 0;
+    let (raw, ack) = Raw::connected(broker.addr, c);
+    assert_eq!(
+        ack.properties.server_keep_alive,
+        Some(30),
+        "[MQTT-3.2.2-21]"
+    );
+    raw.disconnect();
+}
+
 /// [MQTT-3.1.2-2] (3.1.1): an unsupported protocol level gets CONNACK
 /// return code 0x01 and the connection is closed. Vane answers an unknown
 /// level in the 3.1.1 layout (the oldest one a client can parse).

@@ -1,6 +1,7 @@
 //! Malformed and protocol-violating input: each gets the right 5.0 reason
 //! code (DISCONNECT or CONNACK) or a plain close for 3.x, and other
-//! clients of the broker carry on unaffected.
+//! clients of the broker carry on unaffected. Also input beyond the
+//! broker's limits that is refused without closing (SUBSCRIBE filters).
 #![cfg(feature = "runtime")]
 
 mod common;
@@ -392,4 +393,67 @@ fn connect_properties_with_zero_values() {
         }
         by.check();
     }
+}
+
+/// A SUBSCRIBE filter beyond `max_topic_length` or `max_topic_levels` is
+/// refused on its own, 5.0 with 0x97 Quota exceeded (and a Reason String),
+/// 3.x with 0x80; the other filters of the same SUBSCRIBE are granted and
+/// work, and the connection stays open.
+#[test]
+fn subscribe_filters_beyond_the_topic_limits() {
+    let broker = Broker::with(|c| {
+        c.limits.max_topic_levels = 4;
+        c.limits.max_topic_length = 40;
+    });
+    let mut by = Bystanders::new(&broker);
+    for (version, refused) in [(V3, 0x80), (V4, 0x80), (V5, 0x97)] {
+        let t = unique("lim");
+        let (mut c, _) = Raw::connected(broker.addr, connect(version, &unique("lim")));
+        let deep = format!("{t}/a/b/c/d");
+        let long = format!("{t}/{}", "x".repeat(40));
+        let ack = c.subscribe(subscribe_with(
+            1,
+            &[
+                (&deep, opts(QoS::AtMostOnce)),
+                (&t, opts(QoS::AtLeastOnce)),
+                (&long, opts(QoS::AtMostOnce)),
+                ("+/#", opts(QoS::AtMostOnce)),
+            ],
+        ));
+        // The codes are the SUBACK's last bytes, in 3.x form for 3.x.
+        let wire = encode(&Packet::SubAck(ack.clone()), version);
+        assert_eq!(ack.reason_codes.len(), 4, "{version:?}");
+        assert_eq!(
+            wire[wire.len() - 4..],
+            [refused, 0x01, refused, 0x00],
+            "{version:?}"
+        );
+        assert_eq!(version == V5, ack.properties.reason_string.is_some());
+        let (mut p, _) = Raw::connected(broker.addr, connect(V4, &unique("limp")));
+        p.publish_acked(publish(&t, b"granted", QoS::AtLeastOnce, 1));
+        let got = c.expect_publish_acked();
+        assert_eq!(&got.payload[..], b"granted", "{version:?}");
+        assert!(c.ping().iter().all(|p| matches!(p, Packet::Publish(_))));
+        by.check();
+    }
+}
+
+/// 5.0 §3.1.2.11.10: "It is a Protocol Error to include Authentication
+/// Data if there is no Authentication Method": CONNACK 0x82 and close.
+#[test]
+fn authentication_data_without_method() {
+    let broker = Broker::start();
+    let mut by = Bystanders::new(&broker);
+    let mut c = connect(V5, &unique("ad"));
+    c.properties.authentication_data = Some(bytes::Bytes::from_static(b"token"));
+    let mut raw = Raw::open(broker.addr, V5);
+    raw.send(&Packet::Connect(Box::new(c)));
+    match raw.expect_closed().as_slice() {
+        [Packet::ConnAck(ack)] => {
+            assert_eq!(ack.code, ConnectReasonCode::ProtocolError);
+            assert!(ack.properties.reason_string.is_some(), "{ack:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    by.check();
 }

@@ -475,3 +475,181 @@ fn shared_subscription_member_leaves() {
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
     assert!(a.ping().is_empty(), "a member that left still got messages");
 }
+
+/// The Reason String of a broker answer, if any.
+fn reason_string(packet: &Packet) -> Option<String> {
+    let text = match packet {
+        Packet::ConnAck(a) => &a.properties.reason_string,
+        Packet::PubAck(a) | Packet::PubRec(a) => &a.properties.reason_string,
+        Packet::PubComp(a) => &a.properties.reason_string,
+        Packet::SubAck(a) => &a.properties.reason_string,
+        Packet::Disconnect(d) => &d.properties.reason_string,
+        other => panic!("unexpected {other:?}"),
+    };
+    text.as_ref().map(|t| t.as_str().to_string())
+}
+
+/// What a 5.0 client connected with `adjust` gets for: a QoS 1 and a QoS 2
+/// PUBLISH to a `$` topic, a SUBSCRIBE the broker refuses, and a second
+/// CONNECT (the last answer is its DISCONNECT 0x82).
+fn error_answers(broker: &Broker, adjust: impl FnOnce(&mut vane::codec::Connect)) -> Vec<Packet> {
+    let mut c = connect(V5, &unique("why"));
+    adjust(&mut c);
+    let (mut raw, _) = Raw::connected(broker.addr, c);
+    raw.publish(publish("$SYS/mine", b"x", QoS::AtLeastOnce, 1));
+    let mut answers = vec![raw.expect()];
+    raw.publish(publish("$SYS/mine", b"x", QoS::ExactlyOnce, 2));
+    answers.push(raw.expect());
+    answers.push(Packet::SubAck(raw.subscribe(subscribe(
+        3,
+        "denied/t",
+        QoS::AtMostOnce,
+    ))));
+    raw.send(&Packet::Connect(Box::new(connect(V5, &unique("again")))));
+    answers.extend(raw.expect_closed());
+    answers
+}
+
+fn refusing_broker() -> Broker {
+    Broker::with(|c| c.deny_subscribe = vec!["denied/t".into()])
+}
+
+/// 5.0: every error answer says why in a Reason String (PUBACK/PUBREC
+/// 0x87 for a `$` topic, SUBACK 0x80, DISCONNECT 0x82), and the broker
+/// sends no User Properties of its own.
+#[test]
+fn error_answers_carry_reason_strings() {
+    let broker = refusing_broker();
+    let answers = error_answers(&broker, |_| {});
+    assert!(
+        matches!(&answers[0], Packet::PubAck(a) if a.reason.as_u8() == 0x87),
+        "{answers:?}"
+    );
+    assert!(matches!(&answers[1], Packet::PubRec(a) if a.reason.as_u8() == 0x87));
+    assert!(matches!(&answers[2], Packet::SubAck(a) if a.reason_codes[0].as_u8() == 0x80));
+    assert!(
+        matches!(&answers[3], Packet::Disconnect(d) if d.reason == DisconnectReasonCode::ProtocolError)
+    );
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    for answer in &answers {
+        let text = reason_string(answer);
+        assert!(
+            text.is_some_and(|t| !t.is_empty()),
+            "no Reason String: {answer:?}"
+        );
+    }
+}
+
+/// [MQTT-3.1.2-29]: with Request Problem Information 0 the acknowledgements
+/// carry no Reason String (nor User Property); the DISCONNECT still may.
+#[test]
+fn request_problem_information_0_keeps_reason_strings_off_acks() {
+    let broker = refusing_broker();
+    let answers = error_answers(&broker, |c| {
+        c.properties.request_problem_information = Some(false)
+    });
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    for answer in &answers[..3] {
+        assert_eq!(reason_string(answer), None, "[MQTT-3.1.2-29] {answer:?}");
+    }
+    assert!(reason_string(&answers[3]).is_some(), "{:?}", answers[3]);
+}
+
+/// [MQTT-3.4.2-2], [MQTT-3.5.2-2], [MQTT-3.9.2-1], [MQTT-3.14.2-3]: a
+/// Reason String that would take an answer past the client's Maximum
+/// Packet Size is left out; the answer itself is sent.
+#[test]
+fn reason_strings_respect_the_client_maximum_packet_size() {
+    let broker = refusing_broker();
+    let answers = error_answers(&broker, |c| {
+        c.properties.maximum_packet_size = NonZeroU32::new(16)
+    });
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    for answer in &answers {
+        assert_eq!(reason_string(answer), None, "{answer:?}");
+        assert!(encode(answer, V5).len() <= 16);
+    }
+}
+
+/// A refused CONNECT's CONNACK says why (5.0 §3.2.2.3.7), even with
+/// Request Problem Information 0 ([MQTT-3.1.2-29] exempts CONNACK).
+#[test]
+fn refused_connack_carries_a_reason_string() {
+    let broker = Broker::with(|c| c.limits.max_topic_levels = 2);
+    let mut c = connect(V5, &unique("wr"));
+    c.will = Some(will("a/b/c", "x", QoS::AtMostOnce, false));
+    c.properties.request_problem_information = Some(false);
+    let (mut raw, ack) = Raw::connect(broker.addr, c);
+    assert_eq!(ack.code, ConnectReasonCode::TopicNameInvalid);
+    assert!(ack.properties.reason_string.is_some(), "{ack:?}");
+    raw.expect_closed();
+}
+
+/// [MQTT-3.1.2-28]: the broker returns no Response Information, whether
+/// the client asked for it or not.
+#[test]
+fn no_response_information() {
+    let broker = Broker::start();
+    for asked in [None, Some(false), Some(true)] {
+        let mut c = connect(V5, &unique("ri"));
+        c.properties.request_response_information = asked;
+        let (raw, ack) = Raw::connected(broker.addr, c);
+        assert_eq!(ack.properties.response_information, None, "{asked:?}");
+        raw.disconnect();
+    }
+}
+
+/// [MQTT-4.3.3-9]: after PUBREC 0x87 (a QoS 2 PUBLISH to a `$` topic) the
+/// flow is over; the next PUBLISH with that packet id is a new message,
+/// routed and delivered.
+#[test]
+fn packet_id_of_a_refused_qos2_publish_is_free_again() {
+    let broker = Broker::start();
+    let t = unique("reuse/t");
+    let (mut sub, _) = Raw::connected(broker.addr, connect(V5, &unique("rsub")));
+    sub.subscribe(subscribe(1, &t, QoS::ExactlyOnce));
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("rpub")));
+    p.publish(publish("$SYS/x", b"no", QoS::ExactlyOnce, 9));
+    match p.expect() {
+        Packet::PubRec(rec) => assert_eq!((rec.pid, rec.reason.as_u8()), (pid(9), 0x87)),
+        other => panic!("expected PUBREC 0x87, got {other:?}"),
+    }
+    p.publish_acked(publish(&t, b"yes", QoS::ExactlyOnce, 9));
+    assert_eq!(
+        &sub.expect_publish_acked().payload[..],
+        b"yes",
+        "[MQTT-4.3.3-9] the message with the reused id was not routed"
+    );
+}
+
+/// A QoS 2 PUBLISH beyond the server's Receive Maximum gets DISCONNECT
+/// 0x93 ([MQTT-3.3.4-9]) and is not kept as received: on a persistent
+/// session the client resends it after reconnecting ([MQTT-4.4.0-1]) and
+/// it is delivered, not taken for a redelivery and lost.
+#[test]
+fn publish_beyond_receive_maximum_is_delivered_when_resent() {
+    let broker = Broker::with(|c| c.limits.receive_maximum = 1);
+    let t = unique("rm/t");
+    let (mut sub, _) = Raw::connected(broker.addr, connect(V5, &unique("rmsub")));
+    sub.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    let id = unique("rmpub");
+    let (mut p, _) = Raw::connected(broker.addr, persistent(&id));
+    p.publish(publish(&t, b"one", QoS::ExactlyOnce, 1));
+    assert!(matches!(p.expect(), Packet::PubRec(rec) if rec.pid == pid(1)));
+    p.publish(publish(&t, b"two", QoS::ExactlyOnce, 2));
+    p.expect_disconnect(DisconnectReasonCode::ReceiveMaximumExceeded);
+    assert_eq!(&sub.expect_publish_acked().payload[..], b"one");
+
+    let (mut p, ack) = Raw::connected(broker.addr, persistent(&id));
+    assert!(ack.session_present);
+    p.send(&Packet::PubRel(vane::codec::PubRel::new(pid(1))));
+    assert!(matches!(p.expect(), Packet::PubComp(comp) if comp.pid == pid(1)));
+    let mut again = publish(&t, b"two", QoS::ExactlyOnce, 2);
+    again.dup = true;
+    p.publish_acked(again);
+    assert_eq!(
+        &sub.expect_publish_acked().payload[..],
+        b"two",
+        "the resent PUBLISH was taken for a redelivery and lost"
+    );
+}

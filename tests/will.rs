@@ -90,6 +90,34 @@ fn v5_disconnect_with_will_message_publishes_it() {
     assert_eq!(&w.expect_publish_acked().payload[..], b"asked");
 }
 
+/// [MQTT-3.1.2-8], [MQTT-3.14.4-3]: only a DISCONNECT with 0x00 Normal
+/// disconnection discards the will; one with an error reason code (0x80
+/// Unspecified error, 0x83 Implementation specific error) publishes it.
+#[test]
+fn v5_disconnect_with_an_error_code_publishes_the_will() {
+    let broker = Broker::start();
+    for reason in [
+        DisconnectReasonCode::UnspecifiedError,
+        DisconnectReasonCode::ImplementationSpecificError,
+    ] {
+        let t = unique("will/err");
+        let mut w = watcher(&broker, V5, &t);
+        let (mut c, _) = Raw::connected(broker.addr, with_will(V5, &t, "failed", QoS::AtLeastOnce));
+        c.send(&Packet::Disconnect(Disconnect::new(reason)));
+        c.expect_closed();
+        assert_eq!(&w.expect_publish_acked().payload[..], b"failed", "{reason}");
+    }
+    let t = unique("will/x00");
+    let mut w = watcher(&broker, V5, &t);
+    let (mut c, _) = Raw::connected(broker.addr, with_will(V5, &t, "kept", QoS::AtLeastOnce));
+    c.send(&Packet::Disconnect(Disconnect::new(
+        DisconnectReasonCode::NormalDisconnection,
+    )));
+    c.expect_closed();
+    let before = sentinel(&broker, &mut w, &t);
+    assert!(before.is_empty(), "will published after 0x00: {before:?}");
+}
+
 /// [MQTT-3.1.2-24]: with keepalive 1 s, a silent client is disconnected
 /// after 1.5 s, (5.0: DISCONNECT 0x8D Keep Alive timeout) and its will is
 /// published ([MQTT-3.1.2-8]).
@@ -392,4 +420,32 @@ fn v5_will_properties_pass_through() {
     assert_eq!(got.properties.user_properties, sent.user_properties);
     let left = got.properties.message_expiry_interval.expect("expiry");
     assert!((299..=300).contains(&left));
+}
+
+/// Clients cannot publish to `$` topics, nor through a will: a CONNECT
+/// whose will topic begins with `$` is refused, 5.0 with CONNACK 0x87 Not
+/// authorized (and a Reason String), 3.1/3.1.1 with return code 0x05, and
+/// no will reaches (or is retained on) the topic.
+#[test]
+fn will_on_a_dollar_topic_is_refused() {
+    let broker = Broker::start();
+    for (version, code) in [(V3, 0x05), (V4, 0x05), (V5, 0x87)] {
+        let t = format!("$SYS/{}", unique("fake"));
+        let mut c = connect(version, &unique("dw"));
+        c.will = Some(will(&t, "forged", QoS::AtLeastOnce, true));
+        let mut raw = Raw::open(broker.addr, version);
+        raw.send(&Packet::Connect(Box::new(c)));
+        let answers = raw.expect_closed();
+        let [Packet::ConnAck(ack)] = &answers[..] else {
+            panic!("{version:?}: expected one CONNACK, got {answers:?}")
+        };
+        let wire = encode(&answers[0], version);
+        assert_eq!(wire[3], code, "{version:?}: {ack:?}");
+        assert_eq!(ack.code, vane::codec::ConnectReasonCode::NotAuthorized);
+        assert_eq!(version == V5, ack.properties.reason_string.is_some());
+        // Nothing was published or retained there.
+        let (mut w, _) = Raw::connected(broker.addr, connect(V5, &unique("dww")));
+        w.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+        assert!(w.ping().is_empty(), "{version:?}: a will reached {t}");
+    }
 }

@@ -19,12 +19,16 @@ use super::message::{Message, SessionKey};
 use super::session::{encode_infallible, AckError, SessionState};
 use crate::codec::{
     ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder, Disconnect, DisconnectReasonCode,
-    MqttStr, Packet, PacketId, ProtocolVersion, PubAck, PubAckReasonCode, PubComp, PubRec,
-    PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe, TopicName, UnsubAck,
+    MqttStr, Packet, PacketId, ProtocolVersion, PubComp, PubRelReasonCode, Subscribe, TopicName,
     Unsubscribe, Will,
 };
 
 mod connect;
+mod problem;
+mod publish;
+mod subscribe;
+
+pub use subscribe::Refused;
 
 use connect::connect_level;
 
@@ -33,7 +37,9 @@ use connect::connect_level;
 pub struct ConnectionLimits {
     /// Largest packet accepted from a client, fixed header included.
     pub max_packet_size: u32,
-    /// Upper bound on keepalive; 0 means "take the client's".
+    /// Upper bound on keepalive; 0 means "take the client's". A 5.0
+    /// client beyond it (or at 0) is given it as Server Keep Alive; a 3.x
+    /// CONNECT beyond it (or at 0) is refused with return code 0x02.
     pub max_keepalive: u16,
     /// Inbound QoS 2 messages awaiting PUBREL (5.0 Receive Maximum).
     pub receive_maximum: u16,
@@ -68,8 +74,9 @@ pub enum Event {
     Connect(Box<ConnectRequest>),
     /// Route `message`; then call [`Connection::publish_routed`] with `ack`.
     Publish { message: Message, ack: PendingAck },
-    /// Register the subscriptions, then call [`Connection::subscribed`].
-    Subscribe(Subscribe),
+    /// Register the subscriptions, then call [`Connection::subscribed`]
+    /// with the [`Refused`] filters (already taken out of the SUBSCRIBE).
+    Subscribe(Subscribe, Refused),
     /// Remove the subscriptions, then call [`Connection::unsubscribed`].
     Unsubscribe(Unsubscribe),
     /// The connection ends. A DISCONNECT, if any, is already written.
@@ -100,11 +107,12 @@ pub enum PendingAck {
 pub struct Close {
     pub reason: DisconnectReasonCode,
     /// Whether the will is to be published ([MQTT-3.1.2-8]; not after a
-    /// normal DISCONNECT, [MQTT-3.1.2-10]).
+    /// DISCONNECT with 0x00, [MQTT-3.1.2-10], [MQTT-3.14.4-3]).
     pub publish_will: bool,
     /// A 5.0 DISCONNECT may change the Session Expiry Interval.
     pub session_expiry: Option<u32>,
-    /// A line for the debug log.
+    /// A line for the debug log; a protocol violation's is also the
+    /// Reason String of the DISCONNECT (or CONNACK) that reports it.
     pub detail: String,
 }
 
@@ -141,6 +149,10 @@ pub struct Connection {
     will_delay: u32,
     session_expiry: u32,
     request_problem_information: bool,
+    /// The client's Maximum Packet Size, saturated (see
+    /// `problem::answer_size_limit`): how long a Reason String may make an
+    /// answer.
+    answer_size_limit: u16,
     /// Inbound Topic Alias -> Topic Name (5.0 §3.3.2.3.4), index alias-1.
     /// Boxed on first use: most clients set none, and a parked connection
     /// should be small.
@@ -166,6 +178,7 @@ impl Connection {
             will_delay: 0,
             session_expiry: 0,
             request_problem_information: true,
+            answer_size_limit: u16::MAX,
             topic_aliases: None,
             session_key: None,
             refusal: None,
@@ -248,6 +261,8 @@ impl Connection {
                 }
                 _ => None,
             };
+            // No Reason String: the client's Maximum Packet Size, which
+            // bounds it ([MQTT-3.2.2-19]), is in the CONNECT not decoded.
             if let Some(version) = version {
                 if version.is_v5() || code == ConnectReasonCode::UnsupportedProtocolVersion {
                     let ack = ConnAck::new(code, false);
@@ -274,11 +289,7 @@ impl Connection {
         out: &mut BytesMut,
     ) -> Event {
         if self.is_connected() && self.version().is_v5() {
-            encode_infallible(
-                &Packet::Disconnect(Disconnect::new(reason)),
-                ProtocolVersion::V5,
-                out,
-            );
+            self.write_answer(Packet::Disconnect(Disconnect::new(reason)), &detail, out);
         }
         let publish_will = self.is_connected();
         self.phase = Phase::Closed;
@@ -334,13 +345,15 @@ impl Connection {
             Packet::PubComp(comp) => self.ack_result(session.on_pubcomp(comp.pid, now, out)),
             Packet::PubRel(rel) => {
                 let mut comp = PubComp::new(rel.pid);
+                let mut text = "";
                 if !session.on_pubrel(rel.pid) && version.is_v5() {
                     comp.reason = PubRelReasonCode::PacketIdentifierNotFound;
+                    text = "no QoS 2 message awaits PUBREL with this packet identifier";
                 }
-                encode_infallible(&Packet::PubComp(comp), version, out);
+                self.write_answer(Packet::PubComp(comp), text, out);
                 None
             }
-            Packet::Subscribe(subscribe) => Some(Event::Subscribe(subscribe)),
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe, out),
             Packet::Unsubscribe(unsubscribe) => Some(Event::Unsubscribe(unsubscribe)),
             Packet::PingReq => {
                 encode_infallible(&Packet::PingResp, version, out);
@@ -376,169 +389,6 @@ impl Connection {
         None
     }
 
-    fn check_topic(&self, topic: &TopicName) -> Result<(), String> {
-        if topic.len() > self.limits.max_topic_length {
-            return Err(format!(
-                "topic longer than {} bytes",
-                self.limits.max_topic_length
-            ));
-        }
-        if topic.levels().count() > self.limits.max_topic_levels {
-            return Err(format!(
-                "topic deeper than {} levels",
-                self.limits.max_topic_levels
-            ));
-        }
-        Ok(())
-    }
-
-    fn on_publish(
-        &mut self,
-        mut publish: Publish,
-        session: &mut SessionState,
-        now: Instant,
-        out: &mut BytesMut,
-    ) -> Option<Event> {
-        let version = self.version();
-        if version.is_v5() {
-            if !publish.properties.subscription_identifiers.is_empty() {
-                return Some(self.fail(
-                    DisconnectReasonCode::ProtocolError,
-                    "PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]".into(),
-                    out,
-                ));
-            }
-            if let Some(failure) = self.resolve_topic_alias(&mut publish, out) {
-                return Some(failure);
-            }
-        }
-        if let Err(detail) = self.check_topic(&publish.topic) {
-            return Some(self.fail(DisconnectReasonCode::TopicNameInvalid, detail, out));
-        }
-        let ack = match publish.qos_pid.pid() {
-            None => PendingAck::None,
-            Some(pid) if publish.qos() == QoS::AtLeastOnce => PendingAck::PubAck(pid),
-            Some(pid) => {
-                if !session.on_inbound_qos2(pid) {
-                    // Redelivered before PUBREL: acknowledge, don't route again.
-                    encode_infallible(&Packet::PubRec(PubRec::new(pid)), version, out);
-                    return None;
-                }
-                if session.inbound_qos2_len() > usize::from(self.limits.receive_maximum) {
-                    return Some(self.fail(
-                        DisconnectReasonCode::ReceiveMaximumExceeded,
-                        "more unacknowledged QoS 2 PUBLISHes than Receive Maximum [MQTT-3.3.4-9]".into(),
-                        out,
-                    ));
-                }
-                PendingAck::PubRec(pid)
-            }
-        };
-        if publish.topic.is_system() {
-            // Clients cannot publish to `$` topics here: acknowledge (5.0
-            // with "not authorized") and drop.
-            self.publish_routed(ack, Some(PubAckReasonCode::NotAuthorized), out);
-            return None;
-        }
-        let message = Message::from_publish(&publish, self.session_key, now);
-        Some(Event::Publish { message, ack })
-    }
-
-    /// Replaces an inbound Topic Alias by its topic. Returns the closing
-    /// event when the alias is invalid.
-    fn resolve_topic_alias(&mut self, publish: &mut Publish, out: &mut BytesMut) -> Option<Event> {
-        let alias = publish.properties.topic_alias.take()?;
-        if alias.get() > self.limits.topic_alias_maximum {
-            // [MQTT-3.3.2-9]: above the advertised Topic Alias Maximum.
-            return Some(self.fail(
-                DisconnectReasonCode::TopicAliasInvalid,
-                format!("topic alias {alias} above the maximum [MQTT-3.3.2-9]"),
-                out,
-            ));
-        }
-        let index = usize::from(alias.get() - 1);
-        if publish.topic.is_empty() {
-            let known = self
-                .topic_aliases
-                .as_ref()
-                .and_then(|aliases| aliases.get(index));
-            match known.cloned().flatten() {
-                Some(topic) => publish.topic = topic,
-                None => {
-                    return Some(self.fail(
-                        DisconnectReasonCode::ProtocolError,
-                        format!("topic alias {alias} used before it was set (5.0 §3.3.2.3.4)"),
-                        out,
-                    ));
-                }
-            }
-        } else {
-            let aliases = self.topic_aliases.get_or_insert_with(Default::default);
-            if aliases.len() <= index {
-                aliases.resize(index + 1, None);
-            }
-            aliases[index] = Some(publish.topic.clone());
-        }
-        None
-    }
-
-    /// Writes the acknowledgement owed for a routed PUBLISH. 5.0 reports
-    /// "no matching subscribers" (0x10) when `reason` says so.
-    pub fn publish_routed(
-        &mut self,
-        ack: PendingAck,
-        reason: Option<PubAckReasonCode>,
-        out: &mut BytesMut,
-    ) {
-        let version = self.version();
-        let reason = reason
-            .filter(|_| version.is_v5())
-            .unwrap_or(PubAckReasonCode::Success);
-        match ack {
-            PendingAck::None => {}
-            PendingAck::PubAck(pid) => {
-                let mut ack = PubAck::new(pid);
-                ack.reason = reason;
-                encode_infallible(&Packet::PubAck(ack), version, out);
-            }
-            PendingAck::PubRec(pid) => {
-                let mut rec = PubRec::new(pid);
-                rec.reason = reason;
-                encode_infallible(&Packet::PubRec(rec), version, out);
-            }
-        }
-    }
-
-    /// Writes the SUBACK for a handled SUBSCRIBE.
-    pub fn subscribed(
-        &mut self,
-        pid: PacketId,
-        reason_codes: Vec<SubAckReasonCode>,
-        out: &mut BytesMut,
-    ) {
-        let ack = SubAck {
-            pid,
-            properties: Default::default(),
-            reason_codes,
-        };
-        encode_infallible(&Packet::SubAck(ack), self.version(), out);
-    }
-
-    /// Writes the UNSUBACK for a handled UNSUBSCRIBE.
-    pub fn unsubscribed(
-        &mut self,
-        pid: PacketId,
-        reason_codes: Vec<crate::codec::UnsubAckReasonCode>,
-        out: &mut BytesMut,
-    ) {
-        let ack = UnsubAck {
-            pid,
-            properties: Default::default(),
-            reason_codes,
-        };
-        encode_infallible(&Packet::UnsubAck(ack), self.version(), out);
-    }
-
     fn on_disconnect(&mut self, disconnect: Disconnect, out: &mut BytesMut) -> Event {
         let expiry = disconnect.properties.session_expiry_interval;
         if expiry.is_some_and(|e| e > 0) && self.session_expiry == 0 {
@@ -556,7 +406,10 @@ impl Connection {
             self.session_expiry = expiry.min(self.limits.max_session_expiry);
         }
         Event::Close(Close {
-            publish_will: disconnect.reason == DisconnectReasonCode::DisconnectWithWillMessage,
+            // Only 0x00 Normal disconnection discards the will
+            // ([MQTT-3.14.4-3], [MQTT-3.1.2-8]); 0x04 asks for it, and any
+            // error code means the client did not end normally.
+            publish_will: disconnect.reason != DisconnectReasonCode::NormalDisconnection,
             reason: disconnect.reason,
             session_expiry: expiry,
             detail: "client sent DISCONNECT".into(),
@@ -571,19 +424,26 @@ impl Connection {
         publish_will: bool,
         out: &mut BytesMut,
     ) -> Close {
+        let text = match reason {
+            DisconnectReasonCode::KeepAliveTimeout => format!(
+                "no packet within 1.5 times the keep alive of {} s",
+                self.keep_alive
+            ),
+            DisconnectReasonCode::SessionTakenOver => {
+                "another connection took over the session".into()
+            }
+            DisconnectReasonCode::ServerShuttingDown => "the broker is shutting down".into(),
+            other => problem::describe(other),
+        };
         if self.is_connected() && self.version().is_v5() {
-            encode_infallible(
-                &Packet::Disconnect(Disconnect::new(reason)),
-                ProtocolVersion::V5,
-                out,
-            );
+            self.write_answer(Packet::Disconnect(Disconnect::new(reason)), &text, out);
         }
         self.phase = Phase::Closed;
         Close {
             reason,
             publish_will,
             session_expiry: None,
-            detail: format!("server disconnect: {reason}"),
+            detail: format!("server disconnect: {reason}: {text}"),
         }
     }
 
@@ -598,9 +458,8 @@ impl Connection {
 pub(crate) mod tests {
     use super::*;
     use crate::broker::session::SessionLimits;
-    use crate::codec::{ClientId, PublishProperties, QosPid, TopicName, WillProperties};
+    use crate::codec::{ClientId, QoS, WillProperties};
     use bytes::Bytes;
-    use std::num::NonZeroU16;
 
     pub(super) const V5: ProtocolVersion = ProtocolVersion::V5;
     pub(super) const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
@@ -630,8 +489,17 @@ pub(crate) mod tests {
         connect: Connect,
         now: Instant,
     ) -> (Connection, SessionState, Vec<Packet>) {
+        connected_with(ConnectionLimits::default(), connect, now)
+    }
+
+    /// [`connected`] under `limits`.
+    pub(super) fn connected_with(
+        limits: ConnectionLimits,
+        connect: Connect,
+        now: Instant,
+    ) -> (Connection, SessionState, Vec<Packet>) {
         let version = connect.protocol;
-        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut conn = Connection::new(limits, now);
         let mut out = BytesMut::new();
         let mut input = bytes_of(&Packet::Connect(Box::new(connect)), version);
         let Received::Event(Event::Connect(request)) =
@@ -661,6 +529,20 @@ pub(crate) mod tests {
         let mut out = BytesMut::new();
         let received = conn.receive(&mut input, Some(session), now, &mut out);
         (received, decode_out(&mut out, version))
+    }
+
+    /// The Reason String of an answer, if it has one.
+    pub(super) fn reason_string_of(packet: &Packet) -> Option<&str> {
+        let text = match packet {
+            Packet::ConnAck(ack) => &ack.properties.reason_string,
+            Packet::PubAck(ack) | Packet::PubRec(ack) => &ack.properties.reason_string,
+            Packet::PubRel(ack) | Packet::PubComp(ack) => &ack.properties.reason_string,
+            Packet::SubAck(ack) => &ack.properties.reason_string,
+            Packet::UnsubAck(ack) => &ack.properties.reason_string,
+            Packet::Disconnect(d) => &d.properties.reason_string,
+            other => panic!("{other:?} is not an answer"),
+        };
+        text.as_ref().map(MqttStr::as_str)
     }
 
     pub(super) fn closed_with(received: Received) -> Close {
@@ -695,121 +577,10 @@ pub(crate) mod tests {
         );
     }
 
-    fn publish_with_alias(topic: &str, alias: u16) -> Packet {
-        let topic = if topic.is_empty() {
-            // Decode an empty-topic PUBLISH to get the alias placeholder.
-            TopicName::try_from("x").unwrap()
-        } else {
-            TopicName::try_from(topic).unwrap()
-        };
-        let mut publish = Publish::new(topic, Bytes::from_static(b"p"));
-        publish.properties = PublishProperties {
-            topic_alias: NonZeroU16::new(alias),
-            ..PublishProperties::default()
-        };
-        Packet::Publish(publish)
-    }
-
-    /// 5.0 §3.3.2.3.4: an alias set with a topic is resolved later; one
-    /// above the maximum is DISCONNECT 0x94 ([MQTT-3.3.2-9]).
-    #[test]
-    fn topic_aliases_resolve_and_are_bounded() {
-        let now = Instant::now();
-        let (mut conn, mut session, _) = connected(connect_packet(V5, "t", 0), now);
-        let (received, _) = send(&mut conn, &mut session, publish_with_alias("a/b", 3), now);
-        let Received::Event(Event::Publish { message, .. }) = received else {
-            panic!()
-        };
-        assert_eq!(message.template.topic().as_str(), "a/b");
-        // The same alias with an empty topic, as raw bytes: 0x30, len, 0x00 0x00
-        // (empty topic), properties: len 3, 0x23 0x00 0x03, payload "q".
-        let mut input = BytesMut::from(&[0x30, 0x07, 0, 0, 3, 0x23, 0, 3, b'q'][..]);
-        let mut out = BytesMut::new();
-        let Received::Event(Event::Publish { message, .. }) =
-            conn.receive(&mut input, Some(&mut session), now, &mut out)
-        else {
-            panic!()
-        };
-        assert_eq!(message.template.topic().as_str(), "a/b");
-        assert_eq!(&message.template.payload()[..], b"q");
-        let (received, answers) = send(&mut conn, &mut session, publish_with_alias("c", 65), now);
-        assert_eq!(
-            closed_with(received).reason,
-            DisconnectReasonCode::TopicAliasInvalid
-        );
-        assert_eq!(
-            answers,
-            [Packet::Disconnect(Disconnect::new(
-                DisconnectReasonCode::TopicAliasInvalid
-            ))]
-        );
-    }
-
-    /// [MQTT-3.3.4-6]: a client may not send a Subscription Identifier.
-    #[test]
-    fn subscription_identifier_from_a_client_is_a_protocol_error() {
-        let now = Instant::now();
-        let (mut conn, mut session, _) = connected(connect_packet(V5, "s", 0), now);
-        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::new());
-        publish
-            .properties
-            .subscription_identifiers
-            .push(crate::codec::SubscriptionId::new(4).unwrap());
-        let (received, _) = send(&mut conn, &mut session, Packet::Publish(publish), now);
-        assert_eq!(
-            closed_with(received).reason,
-            DisconnectReasonCode::ProtocolError
-        );
-    }
-
-    /// QoS 2 inbound: the first PUBLISH is routed with a PUBREC owed; a
-    /// redelivery before PUBREL only gets PUBREC ([MQTT-4.3.3-10]).
-    #[test]
-    fn qos2_redelivery_is_acknowledged_but_not_routed() {
-        let now = Instant::now();
-        let (mut conn, mut session, _) = connected(connect_packet(V4, "q", 0), now);
-        let pid = PacketId::new(7).unwrap();
-        let mut publish = Publish::new(TopicName::try_from("a").unwrap(), Bytes::from_static(b"x"));
-        publish.qos_pid = QosPid::ExactlyOnce(pid);
-        let (received, _) = send(
-            &mut conn,
-            &mut session,
-            Packet::Publish(publish.clone()),
-            now,
-        );
-        assert!(
-            matches!(received, Received::Event(Event::Publish { ack: PendingAck::PubRec(p), .. }) if p == pid)
-        );
-        publish.dup = true;
-        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
-        assert!(matches!(received, Received::Handled));
-        assert_eq!(answers, [Packet::PubRec(PubRec::new(pid))]);
-        let (_, answers) = send(
-            &mut conn,
-            &mut session,
-            Packet::PubRel(crate::codec::PubRel::new(pid)),
-            now,
-        );
-        assert_eq!(answers, [Packet::PubComp(PubComp::new(pid))]);
-    }
-
-    /// Clients cannot publish to `$` topics: acknowledged, not routed.
-    #[test]
-    fn publishing_to_dollar_topics_is_refused() {
-        let now = Instant::now();
-        let (mut conn, mut session, _) = connected(connect_packet(V5, "d", 0), now);
-        let pid = PacketId::new(1).unwrap();
-        let mut publish = Publish::new(TopicName::try_from("$SYS/x").unwrap(), Bytes::new());
-        publish.qos_pid = QosPid::AtLeastOnce(pid);
-        let (received, answers) = send(&mut conn, &mut session, Packet::Publish(publish), now);
-        assert!(matches!(received, Received::Handled));
-        let mut ack = PubAck::new(pid);
-        ack.reason = PubAckReasonCode::NotAuthorized;
-        assert_eq!(answers, [Packet::PubAck(ack)]);
-    }
-
-    /// [MQTT-3.1.2-10] no will after a normal DISCONNECT; 5.0 reason 0x04
-    /// asks for it; [MQTT-3.14.2-2] expiry cannot go from 0 to non-zero.
+    /// [MQTT-3.1.2-10] / [MQTT-3.14.4-3] no will after a DISCONNECT with
+    /// 0x00; 5.0 reason 0x04 asks for it, and an error code publishes it
+    /// too ([MQTT-3.1.2-8]); [MQTT-3.14.2-2] expiry cannot go from 0 to
+    /// non-zero.
     #[test]
     fn disconnect_decides_the_will_and_guards_session_expiry() {
         let now = Instant::now();
@@ -830,11 +601,18 @@ pub(crate) mod tests {
         );
         assert!(!closed_with(received).publish_will);
 
-        let (mut conn, mut session, _) = connected(connect.clone(), now);
-        let disconnect = Disconnect::new(DisconnectReasonCode::DisconnectWithWillMessage);
-        let (received, _) = send(&mut conn, &mut session, Packet::Disconnect(disconnect), now);
-        assert!(closed_with(received).publish_will);
-        assert!(conn.take_will().is_some());
+        for reason in [
+            DisconnectReasonCode::DisconnectWithWillMessage,
+            DisconnectReasonCode::UnspecifiedError,
+            DisconnectReasonCode::ProtocolError,
+            DisconnectReasonCode::MessageRateTooHigh,
+        ] {
+            let (mut conn, mut session, _) = connected(connect.clone(), now);
+            let disconnect = Disconnect::new(reason);
+            let (received, _) = send(&mut conn, &mut session, Packet::Disconnect(disconnect), now);
+            assert!(closed_with(received).publish_will, "{reason}");
+            assert!(conn.take_will().is_some());
+        }
 
         let (mut conn, mut session, _) = connected(connect, now);
         let mut disconnect = Disconnect::default();

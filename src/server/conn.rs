@@ -645,7 +645,7 @@ async fn handle_event(
             core.backpressure().await;
             None
         }
-        Event::Subscribe(subscribe) => {
+        Event::Subscribe(subscribe, refused) => {
             let received_at = Instant::now();
             let session_key = (*key)?;
             let mut codes = Vec::with_capacity(subscribe.subscriptions.len());
@@ -685,7 +685,7 @@ async fn handle_event(
                 }
             }
             core.barrier().await;
-            conn.subscribed(subscribe.pid, codes, &mut link.out.borrow_mut());
+            conn.subscribed(subscribe.pid, refused, codes, &mut link.out.borrow_mut());
             deliver_retained(core, session_key, retained_for);
             None
         }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::problem::{answer_size_limit, describe};
 use super::{Close, ConnectRequest, Connection, Event, Phase};
 use crate::broker::message::SessionKey;
 use crate::broker::session::{encode_infallible, Peer, SessionState};
@@ -24,14 +25,17 @@ impl Connection {
     pub(super) fn on_connect(&mut self, connect: Connect, out: &mut BytesMut) -> Event {
         let version = connect.protocol;
         self.decoder.version = version;
+        // What the answers may carry, the CONNACK first.
+        self.request_problem_information = connect
+            .properties
+            .request_problem_information
+            .unwrap_or(true);
+        self.answer_size_limit = answer_size_limit(connect.properties.maximum_packet_size);
         let refuse =
             |this: &mut Self, code: ConnectReasonCode, detail: String, out: &mut BytesMut| {
                 this.refusal = Some(code);
-                encode_infallible(
-                    &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
-                    version,
-                    out,
-                );
+                let ack = ConnAck::new(code, false);
+                this.write_answer(Packet::ConnAck(Box::new(ack)), &detail, out);
                 this.phase = Phase::Closed;
                 Event::Close(Close {
                     reason: DisconnectReasonCode::UnspecifiedError,
@@ -40,6 +44,18 @@ impl Connection {
                     detail,
                 })
             };
+        if connect.properties.authentication_data.is_some()
+            && connect.properties.authentication_method.is_none()
+        {
+            // 5.0 §3.1.2.11.10: "It is a Protocol Error to include
+            // Authentication Data if there is no Authentication Method."
+            return refuse(
+                self,
+                ConnectReasonCode::ProtocolError,
+                "Authentication Data without an Authentication Method (5.0 §3.1.2.11.10)".into(),
+                out,
+            );
+        }
         if connect.properties.authentication_method.is_some() {
             return refuse(
                 self,
@@ -74,6 +90,16 @@ impl Connection {
             if let Err(detail) = self.check_topic(&will.topic) {
                 return refuse(self, ConnectReasonCode::TopicNameInvalid, detail, out);
             }
+            if will.topic.is_system() {
+                // A client cannot publish to `$` topics, nor through its
+                // will: 5.0 0x87, 3.x 0x05, both "not authorized".
+                return refuse(
+                    self,
+                    ConnectReasonCode::NotAuthorized,
+                    "will topic begins with $: clients cannot publish to $ topics".into(),
+                    out,
+                );
+            }
         }
         let session_expiry = if version.is_v5() {
             connect.properties.session_expiry_interval.unwrap_or(0)
@@ -85,15 +111,28 @@ impl Connection {
         .min(self.limits.max_session_expiry);
         let keep_alive = match self.limits.max_keepalive {
             0 => connect.keep_alive,
-            max if connect.keep_alive == 0 || connect.keep_alive > max => max,
+            max if connect.keep_alive == 0 || connect.keep_alive > max => {
+                if !version.is_v5() {
+                    // 3.x has no Server Keep Alive to tell the client a
+                    // shorter one, and [MQTT-3.1.2-24] is about the value it
+                    // sent: refuse instead (as Mosquitto's max_keepalive).
+                    return refuse(
+                        self,
+                        ConnectReasonCode::ClientIdentifierNotValid,
+                        format!(
+                            "keep alive {} outside 1..={max} (max_keepalive); 3.x has no Server Keep Alive",
+                            connect.keep_alive
+                        ),
+                        out,
+                    );
+                }
+                // [MQTT-3.2.2-21]: the CONNACK says Server Keep Alive.
+                max
+            }
             _ => connect.keep_alive,
         };
         self.session_expiry = session_expiry;
         self.keep_alive = keep_alive;
-        self.request_problem_information = connect
-            .properties
-            .request_problem_information
-            .unwrap_or(true);
         self.will_delay = connect
             .will
             .as_ref()
@@ -152,11 +191,8 @@ impl Connection {
     /// Refuses a CONNECT with `code` and ends the connection.
     pub fn refuse(&mut self, code: ConnectReasonCode, out: &mut BytesMut) {
         self.refusal = Some(code);
-        encode_infallible(
-            &Packet::ConnAck(Box::new(ConnAck::new(code, false))),
-            self.version(),
-            out,
-        );
+        let ack = ConnAck::new(code, false);
+        self.write_answer(Packet::ConnAck(Box::new(ack)), &describe(code), out);
         self.phase = Phase::Closed;
     }
 
@@ -253,6 +289,43 @@ mod tests {
         );
     }
 
+    /// With `max_keepalive` set, a 3.1/3.1.1 CONNECT whose keepalive is 0
+    /// or above it is refused with return code 0x02 (no Server Keep Alive
+    /// before 5.0, and [MQTT-3.1.2-24] holds for the client's own value);
+    /// one within it is kept as it is.
+    #[test]
+    fn v3_keepalive_outside_max_keepalive_is_refused() {
+        let now = Instant::now();
+        let limits = ConnectionLimits {
+            max_keepalive: 30,
+            ..ConnectionLimits::default()
+        };
+        for version in [ProtocolVersion::V3_1, V4] {
+            for keep_alive in [0, 31, u16::MAX] {
+                let mut conn = Connection::new(limits, now);
+                let connect = connect_packet(version, "k", keep_alive);
+                let mut input = bytes_of(&Packet::Connect(Box::new(connect)), version);
+                let mut out = BytesMut::new();
+                let close = closed_with(conn.receive(&mut input, None, now, &mut out));
+                assert_eq!(
+                    &out[..],
+                    &[0x20, 0x02, 0x00, 0x02],
+                    "{version:?} {keep_alive}"
+                );
+                assert!(close.detail.contains("max_keepalive"));
+            }
+            for keep_alive in [1, 30] {
+                let (conn, _, acks) =
+                    connected_with(limits, connect_packet(version, "k", keep_alive), now);
+                assert!(
+                    matches!(&acks[0], Packet::ConnAck(a) if a.code == ConnectReasonCode::Success)
+                );
+                let deadline = now + Duration::from_millis(u64::from(keep_alive) * 1500);
+                assert_eq!(conn.keepalive_deadline(), Some(deadline), "[MQTT-3.1.2-24]");
+            }
+        }
+    }
+
     /// [MQTT-3.1.0-1]: anything before CONNECT closes the connection.
     #[test]
     fn first_packet_must_be_connect() {
@@ -279,11 +352,13 @@ mod tests {
         let close = closed_with(received);
         assert_eq!(close.reason, DisconnectReasonCode::ProtocolError);
         assert!(close.publish_will);
+        let [Packet::Disconnect(disconnect)] = &answers[..] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(disconnect.reason, DisconnectReasonCode::ProtocolError);
         assert_eq!(
-            answers,
-            [Packet::Disconnect(Disconnect::new(
-                DisconnectReasonCode::ProtocolError
-            ))]
+            reason_string_of(&answers[0]),
+            Some("second CONNECT [MQTT-3.1.0-2]")
         );
     }
 
@@ -340,6 +415,59 @@ mod tests {
             panic!()
         };
         assert_eq!(ack.code, ConnectReasonCode::BadAuthenticationMethod);
+    }
+
+    /// Clients cannot publish to `$` topics, so a will on one is refused:
+    /// 5.0 CONNACK 0x87 Not authorized (with a Reason String), 3.x return
+    /// code 0x05 Not authorized; the connection closes without a will.
+    #[test]
+    fn will_on_a_dollar_topic_is_refused() {
+        for (version, connack) in [(V5, [0x87u8]), (V4, [0x05])] {
+            let now = Instant::now();
+            let mut connect = connect_packet(version, "w", 0);
+            connect.will = Some(Will {
+                topic: crate::codec::TopicName::try_from("$SYS/broker/uptime").unwrap(),
+                payload: Default::default(),
+                qos: crate::codec::QoS::AtLeastOnce,
+                retain: true,
+                properties: Default::default(),
+            });
+            let mut conn = Connection::new(ConnectionLimits::default(), now);
+            let mut input = bytes_of(&Packet::Connect(Box::new(connect)), version);
+            let mut out = BytesMut::new();
+            let close = closed_with(conn.receive(&mut input, None, now, &mut out));
+            assert!(!close.publish_will);
+            assert!(close.detail.contains("will topic begins with $"));
+            assert_eq!(conn.refusal(), Some(ConnectReasonCode::NotAuthorized));
+            let answers = decode_out(&mut out.clone(), version);
+            let Packet::ConnAck(ack) = &answers[0] else {
+                panic!("{answers:?}")
+            };
+            assert_eq!(ack.code, ConnectReasonCode::NotAuthorized);
+            assert_eq!(out[3], connack[0], "{version:?}");
+            assert_eq!(version.is_v5(), reason_string_of(&answers[0]).is_some());
+        }
+    }
+
+    /// 5.0 §3.1.2.11.10: Authentication Data without an Authentication
+    /// Method is a Protocol Error: CONNACK 0x82, with a Reason String.
+    #[test]
+    fn authentication_data_without_method_is_a_protocol_error() {
+        let now = Instant::now();
+        let mut connect = connect_packet(V5, "a", 0);
+        connect.properties.authentication_data = Some(bytes::Bytes::from_static(b"secret"));
+        let mut conn = Connection::new(ConnectionLimits::default(), now);
+        let mut input = bytes_of(&Packet::Connect(Box::new(connect)), V5);
+        let mut out = BytesMut::new();
+        let close = closed_with(conn.receive(&mut input, None, now, &mut out));
+        assert!(!close.publish_will);
+        assert_eq!(conn.refusal(), Some(ConnectReasonCode::ProtocolError));
+        let answers = decode_out(&mut out, V5);
+        let Packet::ConnAck(ack) = &answers[0] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(ack.code, ConnectReasonCode::ProtocolError);
+        assert!(reason_string_of(&answers[0]).is_some_and(|t| t.contains("Authentication Data")));
     }
 
     /// [MQTT-3.2.2-2]/5.0 §3.2.2.3: CONNACK advertises what the broker
