@@ -7,8 +7,10 @@
 //! inflight, what is queued and what is dropped (and why). Does not own: the
 //! socket, timers, routing, or subscriptions (the runtime keeps those in the
 //! trie replicas and in [`SessionState::subscriptions`]).
+//!
+//! The queue, its bound and the drop accounting are in `session/queue.rs`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU16;
 use std::time::Instant;
 
@@ -21,18 +23,11 @@ use crate::codec::{
     Delivery, Packet, PacketId, ProtocolVersion, PubRel, PubRelReasonCode, QoS, QosPid,
     TopicFilter, TopicName,
 };
+use queue::{Pending, Queue};
 
-/// What to do when a session's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "runtime", derive(serde::Deserialize))]
-#[cfg_attr(feature = "runtime", serde(rename_all = "kebab-case"))]
-pub enum DropPolicy {
-    /// Refuse the new message (the queue keeps the oldest).
-    #[default]
-    DropNewest,
-    /// Make room by discarding the oldest queued message.
-    DropOldest,
-}
+mod queue;
+
+pub use queue::{DropCounts, DropPolicy, DropReason, QueueBound};
 
 /// Per-session limits, from the broker's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,29 +62,6 @@ impl Default for SessionLimits {
     }
 }
 
-/// Why a message was not delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    QueueFull,
-    Expired,
-    /// Larger than the client's Maximum Packet Size ([MQTT-3.1.2-25]).
-    TooLarge,
-    /// QoS 0 while the client's write buffer is over its cap.
-    SlowConsumer,
-    /// QoS 0 for an offline session that does not queue QoS 0.
-    Offline,
-}
-
-/// Whether [`SessionState::deliver`] may queue beyond the configured bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueBound {
-    /// At most `max_queued` messages wait; the drop policy applies beyond.
-    Configured,
-    /// Retained messages sent on subscribe: the retained store bounds them,
-    /// and a new subscriber gets every one that matches.
-    Unbounded,
-}
-
 /// What happened to a message handed to [`SessionState::deliver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliverOutcome {
@@ -106,35 +78,6 @@ pub enum AckError {
     UnknownPacketId(u16),
 }
 
-/// Counters of what this session dropped, drained by the runtime after
-/// every delivery and every stats tick, so 32 bits (saturating) are ample
-/// and keep a session small.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DropCounts {
-    pub queue_full: u32,
-    pub expired: u32,
-    pub too_large: u32,
-    pub slow_consumer: u32,
-    pub offline: u32,
-}
-
-impl DropCounts {
-    fn count(&mut self, reason: DropReason) {
-        self.add(reason, 1);
-    }
-
-    fn add(&mut self, reason: DropReason, n: u32) {
-        let counter = match reason {
-            DropReason::QueueFull => &mut self.queue_full,
-            DropReason::Expired => &mut self.expired,
-            DropReason::TooLarge => &mut self.too_large,
-            DropReason::SlowConsumer => &mut self.slow_consumer,
-            DropReason::Offline => &mut self.offline,
-        };
-        *counter = counter.saturating_add(n);
-    }
-}
-
 /// Builds ahash hashers from one random seed per process: no per-map seed
 /// to store (a session's subscription map is 32 bytes smaller), yet keys
 /// a client chooses cannot be aimed at collisions.
@@ -148,12 +91,6 @@ impl std::hash::BuildHasher for ProcessSeeded {
         static SEED: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
         SEED.get_or_init(ahash::RandomState::new).build_hasher()
     }
-}
-
-#[derive(Debug, Clone)]
-struct Pending {
-    message: Message,
-    plan: DeliveryPlan,
 }
 
 /// Who the session is talking to while it is online.
@@ -177,7 +114,7 @@ pub struct SessionState {
     peer: Option<Peer>,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, oldest first.
     inflight: InflightWindow<Pending>,
-    queue: VecDeque<Pending>,
+    queue: Queue,
     /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL (no seed
     /// stored per set, as for the subscriptions below).
     inbound_qos2: HashSet<u16, ProcessSeeded>,
@@ -198,7 +135,7 @@ impl SessionState {
             limits,
             peer: None,
             inflight: InflightWindow::default(),
-            queue: VecDeque::new(),
+            queue: Queue::default(),
             inbound_qos2: HashSet::default(),
             subscriptions: HashMap::default(),
             drops: DropCounts::default(),
@@ -277,12 +214,7 @@ impl SessionState {
     pub fn detach(&mut self) {
         self.peer = None;
         self.out_aliases = None;
-        if !self.limits.queue_qos0_offline {
-            let before = self.queue.len();
-            self.queue.retain(|p| p.plan.qos != QoS::AtMostOnce);
-            let dropped = u32::try_from(before - self.queue.len()).unwrap_or(u32::MAX);
-            self.drops.add(DropReason::Offline, dropped);
-        }
+        self.queue.went_offline(&self.limits, &mut self.drops);
     }
 
     /// Hands a message to the session: written now if the window and the
@@ -340,17 +272,13 @@ impl SessionState {
     }
 
     fn enqueue(&mut self, pending: Pending, bound: QueueBound) -> DeliverOutcome {
-        if bound == QueueBound::Configured && self.queue.len() >= self.limits.max_queued {
-            match self.limits.drop_policy {
-                DropPolicy::DropNewest => return self.dropped(DropReason::QueueFull),
-                DropPolicy::DropOldest => {
-                    self.queue.pop_front();
-                    self.drops.count(DropReason::QueueFull);
-                }
-            }
+        match self
+            .queue
+            .push_bounded(pending, bound, &self.limits, &mut self.drops)
+        {
+            Ok(()) => DeliverOutcome::Queued,
+            Err(reason) => DeliverOutcome::Dropped(reason),
         }
-        self.queue.push_back(pending);
-        DeliverOutcome::Queued
     }
 
     fn send_with_new_pid(
