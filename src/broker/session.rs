@@ -10,14 +10,14 @@
 //!
 //! The queue, its bound and the drop accounting are in `session/queue.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU16;
 use std::time::Instant;
 
 use ahash::AHashMap;
 use bytes::BytesMut;
 
-use super::inflight::{InflightStage, InflightWindow};
+use super::inflight::{Inflight, InflightStage, InflightWindow};
 use super::message::{DeliveryPlan, Message, SubscriptionEntry};
 use crate::codec::{
     Delivery, Packet, PacketId, ProtocolVersion, PubRel, PubRelReasonCode, QoS, QosPid,
@@ -114,6 +114,13 @@ pub struct SessionState {
     peer: Option<Peer>,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, oldest first.
     inflight: InflightWindow<Pending>,
+    /// The ids of the inflight entries at [`InflightStage::AwaitResend`],
+    /// oldest first: carried over from an earlier connection and resent as
+    /// the window frees. Exactly those entries; they do not count against
+    /// the window until they are sent. Boxed, and only while there are
+    /// any: rare, and a session should be small (8 bytes, not 32).
+    #[allow(clippy::box_collection)]
+    resend: Option<Box<VecDeque<PacketId>>>,
     queue: Queue,
     /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL (no seed
     /// stored per set, as for the subscriptions below).
@@ -135,6 +142,7 @@ impl SessionState {
             limits,
             peer: None,
             inflight: InflightWindow::default(),
+            resend: None,
             queue: Queue::default(),
             inbound_qos2: HashSet::default(),
             subscriptions: HashMap::default(),
@@ -161,6 +169,12 @@ impl SessionState {
         self.inbound_qos2.len()
     }
 
+    /// Unacknowledged PUBLISHes sent on this connection (and PUBRELs
+    /// awaiting PUBCOMP): what the window bounds.
+    fn in_window(&self) -> usize {
+        self.inflight.len() - self.resend.as_ref().map_or(0, |ids| ids.len())
+    }
+
     fn window(&self) -> usize {
         match self.peer {
             // 5.0: the client's Receive Maximum ([MQTT-3.3.4-9]), within
@@ -174,32 +188,37 @@ impl SessionState {
     }
 
     /// Attaches a connection. Unacknowledged PUBLISH packets are sent again
-    /// with DUP set and PUBRELs are repeated, in their original order
-    /// ([MQTT-4.4.0-1], [MQTT-4.6.0-1]); then queued messages flow.
+    /// with DUP set and their original ids, and PUBRELs are repeated, in
+    /// their original order ([MQTT-4.4.0-1], [MQTT-4.6.0-1]); then queued
+    /// messages flow. Only as many PUBLISHes as the new connection's window
+    /// allows are resent at once (a 5.0 client may resume with a smaller
+    /// Receive Maximum, [MQTT-3.3.4-9]); the rest are resent, still with
+    /// their original ids and before anything new, as acknowledgements
+    /// free the window (see [`SessionState::pump`]).
     pub fn attach(&mut self, peer: Peer, now: Instant, out: &mut BytesMut) {
         self.peer = Some(peer);
         self.out_aliases = None;
-        for entry in self.inflight.take_all() {
+        self.resend = None;
+        let window = self.window();
+        for mut entry in self.inflight.take_all() {
             match entry.stage {
-                InflightStage::AwaitAck => {
+                InflightStage::AwaitAck | InflightStage::AwaitResend => {
                     if entry.pending.message.is_expired(now) {
                         self.drops.count(DropReason::Expired);
                         continue;
                     }
-                    let qos_pid = QosPid::new(entry.pending.plan.qos, Some(entry.pid))
-                        .expect("inflight messages have QoS 1 or 2");
-                    if self
-                        .write_publish(
-                            &entry.pending.message,
-                            &entry.pending.plan,
-                            qos_pid,
-                            true,
-                            now,
-                            out,
-                        )
-                        .is_err()
-                    {
+                    let room = self.resend.is_none()
+                        && self.inflight.len() < window
+                        && out.len() < self.limits.write_buffer_cap;
+                    if !room {
+                        entry.stage = InflightStage::AwaitResend;
+                        self.resend
+                            .get_or_insert_with(Box::default)
+                            .push_back(entry.pid);
+                    } else if self.resend_publish(&entry, now, out).is_err() {
                         continue;
+                    } else {
+                        entry.stage = InflightStage::AwaitAck;
                     }
                 }
                 InflightStage::AwaitComplete => write_pubrel(peer.version, entry.pid, out),
@@ -207,6 +226,62 @@ impl SessionState {
             self.inflight.put_back(entry);
         }
         self.pump(now, out);
+    }
+
+    /// Writes an inflight entry's PUBLISH again: DUP set, its original id.
+    fn resend_publish(
+        &mut self,
+        entry: &Inflight<Pending>,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Result<(), DropReason> {
+        let qos_pid = QosPid::new(entry.pending.plan.qos, Some(entry.pid))
+            .expect("inflight messages have QoS 1 or 2");
+        let Pending { message, plan } = &entry.pending;
+        self.write_publish(message, plan, qos_pid, true, now, out)
+    }
+
+    /// Resends the oldest entry waiting at [`InflightStage::AwaitResend`];
+    /// one that has expired meanwhile, or no longer fits the client's
+    /// Maximum Packet Size, ends instead (and is counted).
+    fn resend_next(&mut self, now: Instant, out: &mut BytesMut) {
+        let Some(ids) = self.resend.as_mut() else {
+            return;
+        };
+        let Some(pid) = ids.pop_front() else {
+            return;
+        };
+        if ids.is_empty() {
+            self.resend = None;
+        }
+        let Some(entry) = self.inflight.get_mut(pid) else {
+            debug_assert!(false, "ids waiting for a resend are inflight");
+            return;
+        };
+        if entry.pending.message.is_expired(now) {
+            self.inflight.end_if(pid, |_| true);
+            self.drops.count(DropReason::Expired);
+            return;
+        }
+        entry.stage = InflightStage::AwaitAck;
+        let entry = entry.clone();
+        if self.resend_publish(&entry, now, out).is_err() {
+            self.inflight.end_if(pid, |_| true);
+        }
+    }
+
+    /// An entry waiting for its resend left that stage (acknowledged
+    /// early, or ended): it is no longer waiting. Rare, so a scan.
+    fn forget_resend(&mut self, pid: PacketId) {
+        let Some(ids) = self.resend.as_mut() else {
+            return;
+        };
+        if let Some(i) = ids.iter().position(|&p| p == pid) {
+            ids.remove(i);
+        }
+        if ids.is_empty() {
+            self.resend = None;
+        }
     }
 
     /// The connection is gone; the session stays. QoS 0 messages are only
@@ -260,7 +335,11 @@ impl SessionState {
             message: message.clone(),
             plan,
         };
-        if buffer_full || !self.queue.is_empty() || self.inflight.len() >= self.window() {
+        if buffer_full
+            || !self.queue.is_empty()
+            || self.resend.is_some()
+            || self.in_window() >= self.window()
+        {
             return self.enqueue(pending, bound);
         }
         self.send_with_new_pid(pending, now, out)
@@ -298,13 +377,18 @@ impl SessionState {
         }
     }
 
-    /// Moves queued messages into the window while it has room and the
-    /// write buffer is under its cap.
+    /// Moves messages into the window while it has room and the write
+    /// buffer is under its cap: first the entries waiting to be resent
+    /// after a reconnect, then queued messages.
     pub fn pump(&mut self, now: Instant, out: &mut BytesMut) {
         if self.peer.is_none() {
             return;
         }
-        while self.inflight.len() < self.window() && out.len() < self.limits.write_buffer_cap {
+        while self.in_window() < self.window() && out.len() < self.limits.write_buffer_cap {
+            if self.resend.is_some() {
+                self.resend_next(now, out);
+                continue;
+            }
             let Some(pending) = self.queue.pop_front() else {
                 break;
             };
@@ -385,16 +469,24 @@ impl SessionState {
         (NonZeroU16::new(next as u16), true)
     }
 
-    /// Ends the inflight flow of `pid` if it is at `stage` with `qos`.
+    /// Ends the inflight flow of `pid` if it is at `stage` with `qos`. An
+    /// acknowledgement of a PUBLISH still waiting to be resent (the client
+    /// had it from an earlier connection) ends its flow too.
     fn end_inflight(
         &mut self,
         pid: PacketId,
         stage: InflightStage,
         qos: QoS,
     ) -> Result<(), AckError> {
-        let ended = self
-            .inflight
-            .end_if(pid, |e| e.stage == stage && e.pending.plan.qos == qos);
+        let mut waiting = false;
+        let ended = self.inflight.end_if(pid, |e| {
+            waiting = e.stage == InflightStage::AwaitResend;
+            let at = e.stage == stage || (waiting && stage == InflightStage::AwaitAck);
+            at && e.pending.plan.qos == qos
+        });
+        if ended && waiting {
+            self.forget_resend(pid);
+        }
         ended
             .then_some(())
             .ok_or(AckError::UnknownPacketId(pid.get()))
@@ -424,8 +516,12 @@ impl SessionState {
         let version = self.peer.map_or(ProtocolVersion::V5, |p| p.version);
         match self.inflight.get_mut(pid) {
             Some(entry) if entry.pending.plan.qos == QoS::ExactlyOnce => {
+                let waiting = entry.stage == InflightStage::AwaitResend;
                 if !failed {
                     entry.stage = InflightStage::AwaitComplete;
+                }
+                if waiting {
+                    self.forget_resend(pid);
                 }
             }
             _ => {
@@ -657,6 +753,74 @@ mod tests {
             pids(&decode_all(&mut out)),
             [(1, true), (2, true), (3, false)]
         );
+    }
+
+    /// A session whose window of 32 (3.x) is full resumes as a 5.0 client
+    /// with Receive Maximum 5: only 5 PUBLISHes are resent at once
+    /// ([MQTT-3.3.4-9]), with DUP and their original ids ([MQTT-4.4.0-1]);
+    /// each acknowledgement lets the next one out, in order, before the
+    /// message queued meanwhile gets a new id. Simulated time: one still
+    /// waiting when it expires is dropped and counted, and an early
+    /// acknowledgement of one still waiting ends it without a resend.
+    #[test]
+    fn resend_after_reconnect_respects_the_new_receive_maximum() {
+        let t0 = Instant::now();
+        let mut s = SessionState::new(SessionLimits::default());
+        let mut out = BytesMut::new();
+        let v311 = Peer {
+            version: ProtocolVersion::V3_1_1,
+            ..peer(u16::MAX)
+        };
+        s.attach(v311, t0, &mut out);
+        for n in 0..32 {
+            let mut m = message(QoS::AtLeastOnce, b"x");
+            if n == 7 {
+                m.expires_at = Some(t0 + Duration::from_secs(10));
+            }
+            let p = plan(&m);
+            s.deliver(&m, p, t0, &mut out, QueueBound::Configured);
+        }
+        assert_eq!(s.inflight_len(), 32);
+        out.clear();
+        s.detach();
+        send(&mut s, QoS::AtLeastOnce, t0, &mut out);
+        s.attach(peer(5), t0, &mut out);
+        let resent =
+            |ids: std::ops::RangeInclusive<u16>| ids.map(|id| (id, true)).collect::<Vec<_>>();
+        assert_eq!(pids(&decode_all(&mut out)), resent(1..=5));
+        assert_eq!((s.inflight_len(), s.queued_len()), (32, 1));
+        let ack = |s: &mut SessionState, id: u16, now: Instant, out: &mut BytesMut| {
+            s.on_puback(PacketId::new(id).unwrap(), now, out).unwrap();
+            pids(&decode_all(out))
+        };
+        assert_eq!(ack(&mut s, 2, t0, &mut out), resent(6..=6));
+        // Id 9 was delivered on the first connection: its acknowledgement
+        // now ends its flow, and it is not sent again.
+        assert_eq!(ack(&mut s, 9, t0, &mut out), []);
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(ack(&mut s, 1, t1, &mut out), [(7, true)]);
+        // Id 8 (the message expiring at t0 + 10 s) expired while it waited.
+        assert_eq!(ack(&mut s, 3, t1, &mut out), [(10, true)]);
+        assert_eq!(s.drops.expired, 1);
+        let mut sent = vec![6, 7, 10];
+        for (id, next) in [(4, 11), (5, 12)] {
+            assert_eq!(ack(&mut s, id, t1, &mut out), [(next, true)]);
+            sent.push(next);
+        }
+        // Never more than five unacknowledged on this connection.
+        let mut acked = 0;
+        let mut next = 13;
+        while next <= 32 {
+            let id = sent[acked];
+            acked += 1;
+            let got = ack(&mut s, id, t1, &mut out);
+            assert_eq!(got, [(next, true)], "one out for one in");
+            sent.push(next);
+            next += 1;
+        }
+        // Every old one resent: the queued message follows with a new id.
+        assert_eq!(ack(&mut s, sent[acked], t1, &mut out), [(33, false)]);
+        assert_eq!(s.inflight_len(), 5);
     }
 
     /// QoS 2 outbound: PUBREC -> PUBREL, repeated on reconnect
