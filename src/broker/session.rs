@@ -319,6 +319,7 @@ impl SessionState {
                     plan,
                 },
                 bound,
+                now,
             );
         }
         let buffer_full = out.len() >= self.limits.write_buffer_cap;
@@ -340,7 +341,7 @@ impl SessionState {
             || self.resend.is_some()
             || self.in_window() >= self.window()
         {
-            return self.enqueue(pending, bound);
+            return self.enqueue(pending, bound, now);
         }
         self.send_with_new_pid(pending, now, out)
     }
@@ -350,10 +351,10 @@ impl SessionState {
         DeliverOutcome::Dropped(reason)
     }
 
-    fn enqueue(&mut self, pending: Pending, bound: QueueBound) -> DeliverOutcome {
+    fn enqueue(&mut self, pending: Pending, bound: QueueBound, now: Instant) -> DeliverOutcome {
         match self
             .queue
-            .push_bounded(pending, bound, &self.limits, &mut self.drops)
+            .push_bounded(pending, bound, &self.limits, now, &mut self.drops)
         {
             Ok(()) => DeliverOutcome::Queued,
             Err(reason) => DeliverOutcome::Dropped(reason),

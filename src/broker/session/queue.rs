@@ -1,12 +1,14 @@
 //! A session's queue: the messages waiting beyond its inflight window,
 //! online or offline, the bound on them and what is dropped (and why).
 //!
-//! Owns: the queue's order, its bound (`max_queued` and the drop policy)
-//! and the drop counts.
+//! Owns: the queue's order, its bound (`max_queued` and the drop policy),
+//! purging expired messages (5.0 Message Expiry, §3.3.2.3.3) so that dead
+//! messages never hold a slot a live one is refused, and the drop counts.
 //! Does not own: when a message is queued rather than written, or moving
 //! queued messages into the window (both `SessionState`'s).
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use super::SessionLimits;
 use crate::broker::message::{DeliveryPlan, Message};
@@ -101,7 +103,7 @@ impl Queue {
     }
 
     pub(super) fn pop_front(&mut self) -> Option<Pending> {
-        self.0.as_mut()?.items.pop_front()
+        self.0.as_mut()?.pop_front()
     }
 
     /// See [`Backlog::push_bounded`].
@@ -110,10 +112,11 @@ impl Queue {
         pending: Pending,
         bound: QueueBound,
         limits: &SessionLimits,
+        now: Instant,
         drops: &mut DropCounts,
     ) -> Result<(), DropReason> {
         let backlog = self.0.get_or_insert_with(Box::default);
-        backlog.push_bounded(pending, bound, limits, drops)
+        backlog.push_bounded(pending, bound, limits, now, drops)
     }
 
     /// See [`Backlog::went_offline`].
@@ -131,33 +134,70 @@ impl Queue {
 #[derive(Debug, Clone, Default)]
 struct Backlog {
     items: VecDeque<Pending>,
+    /// No queued message expires before this. A lower bound: it may be
+    /// early once the message it came from has left (then one purge finds
+    /// nothing and sets it right), never late. So a full queue is scanned
+    /// for expired messages only when one may have expired.
+    next_expiry: Option<Instant>,
 }
 
 impl Backlog {
-    /// Queues `pending`. Under [`QueueBound::Configured`] the drop policy
-    /// decides what goes from a full queue (counted as `queue_full`): the
-    /// new message (an error) or the oldest.
+    fn pop_front(&mut self) -> Option<Pending> {
+        let pending = self.items.pop_front();
+        if self.items.is_empty() {
+            self.next_expiry = None;
+        }
+        pending
+    }
+
+    fn push_back(&mut self, pending: Pending) {
+        if let Some(at) = pending.message.expires_at {
+            self.next_expiry = Some(self.next_expiry.map_or(at, |next| next.min(at)));
+        }
+        self.items.push_back(pending);
+    }
+
+    /// Queues `pending`. Under [`QueueBound::Configured`] a full queue is
+    /// first rid of its expired messages (counted as expired); if it is
+    /// still full, the drop policy decides what goes (counted as
+    /// `queue_full`): the new message (an error) or the oldest.
     fn push_bounded(
         &mut self,
         pending: Pending,
         bound: QueueBound,
         limits: &SessionLimits,
+        now: Instant,
         drops: &mut DropCounts,
     ) -> Result<(), DropReason> {
         if bound == QueueBound::Configured && self.items.len() >= limits.max_queued {
-            match limits.drop_policy {
-                DropPolicy::DropNewest => {
-                    drops.count(DropReason::QueueFull);
-                    return Err(DropReason::QueueFull);
-                }
-                DropPolicy::DropOldest => {
-                    self.items.pop_front();
-                    drops.count(DropReason::QueueFull);
+            self.purge_expired(now, drops);
+            if self.items.len() >= limits.max_queued {
+                match limits.drop_policy {
+                    DropPolicy::DropNewest => {
+                        drops.count(DropReason::QueueFull);
+                        return Err(DropReason::QueueFull);
+                    }
+                    DropPolicy::DropOldest => {
+                        self.items.pop_front();
+                        drops.count(DropReason::QueueFull);
+                    }
                 }
             }
         }
-        self.items.push_back(pending);
+        self.push_back(pending);
         Ok(())
+    }
+
+    /// Drops the messages whose expiry has passed, counted as expired.
+    fn purge_expired(&mut self, now: Instant, drops: &mut DropCounts) {
+        match self.next_expiry {
+            Some(next) if now >= next => {}
+            _ => return,
+        }
+        let before = self.items.len();
+        self.items.retain(|p| !p.message.is_expired(now));
+        drops.add(DropReason::Expired, before - self.items.len());
+        self.next_expiry = self.items.iter().filter_map(|p| p.message.expires_at).min();
     }
 
     /// The session went offline: QoS 0 goes unless `queue_qos0_offline`
@@ -168,5 +208,132 @@ impl Backlog {
             self.items.retain(|p| p.plan.qos != QoS::AtMostOnce);
             drops.add(DropReason::Offline, before - self.items.len());
         }
+        if self.items.is_empty() {
+            self.next_expiry = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::message::SubscriptionEntry;
+    use crate::codec::{PacketId, Publish, QosPid, SubscriptionOptions, TopicName};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    /// A QoS `qos` message with payload `n`, expiring at `expires_at`.
+    fn pending(qos: QoS, n: u8, expires_at: Option<Instant>, now: Instant) -> Pending {
+        let mut publish = Publish::new(TopicName::try_from("t").unwrap(), Bytes::from(vec![n]));
+        publish.qos_pid = QosPid::new(qos, PacketId::new(1)).unwrap();
+        let mut message = Message::from_publish(&publish, None, now);
+        message.expires_at = expires_at;
+        let entry = SubscriptionEntry {
+            options: SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                ..Default::default()
+            },
+            identifier: None,
+        };
+        let plan = DeliveryPlan::new(&message, &entry, false);
+        Pending { message, plan }
+    }
+
+    fn payloads(queue: &Backlog) -> Vec<u8> {
+        queue
+            .items
+            .iter()
+            .map(|p| p.message.template.payload()[0])
+            .collect()
+    }
+
+    fn limits(max_queued: usize, drop_policy: DropPolicy) -> SessionLimits {
+        SessionLimits {
+            max_queued,
+            drop_policy,
+            ..SessionLimits::default()
+        }
+    }
+
+    /// 5.0 §3.3.2.3.3: an expired message is not delivered, so it must not
+    /// hold a slot. A full queue whose messages have expired takes new ones
+    /// under either policy; the dead ones are counted as expired, not as
+    /// `queue_full`. Simulated time.
+    #[test]
+    fn expired_messages_give_their_slots_to_new_ones() {
+        let t0 = Instant::now();
+        for policy in [DropPolicy::DropNewest, DropPolicy::DropOldest] {
+            let limits = limits(3, policy);
+            let mut queue = Backlog::default();
+            let mut drops = DropCounts::default();
+            let soon = Some(t0 + Duration::from_secs(5));
+            let later = Some(t0 + Duration::from_secs(50));
+            for (n, expiry) in [(1, soon), (2, None), (3, soon)] {
+                let p = pending(QoS::AtLeastOnce, n, expiry, t0);
+                queue
+                    .push_bounded(p, QueueBound::Configured, &limits, t0, &mut drops)
+                    .unwrap();
+            }
+            // Before anything expired, the bound applies as configured.
+            let p = pending(QoS::AtLeastOnce, 4, later, t0);
+            let full = queue.push_bounded(p, QueueBound::Configured, &limits, t0, &mut drops);
+            let (kept, want) = match policy {
+                DropPolicy::DropNewest => (vec![1, 2, 3], Err(DropReason::QueueFull)),
+                DropPolicy::DropOldest => (vec![2, 3, 4], Ok(())),
+            };
+            assert_eq!((full, payloads(&queue)), (want, kept.clone()), "{policy:?}");
+            assert_eq!(drops.queue_full, 1);
+            // Message 3 (and 1, if still there) expired: room without
+            // dropping anything live.
+            let t1 = t0 + Duration::from_secs(6);
+            for n in [5, 6] {
+                let p = pending(QoS::AtLeastOnce, n, None, t1);
+                let pushed = queue.push_bounded(p, QueueBound::Configured, &limits, t1, &mut drops);
+                assert_eq!(pushed, Ok(()), "{policy:?} {n}");
+            }
+            let (queued, expired) = match policy {
+                DropPolicy::DropNewest => ([2, 5, 6], 2),
+                DropPolicy::DropOldest => ([4, 5, 6], 1),
+            };
+            assert_eq!(payloads(&queue), queued, "{policy:?}");
+            assert_eq!(drops.expired, expired, "{policy:?}");
+            // Only DropOldest had to drop a live one (2) for message 6.
+            let queue_full = if policy == DropPolicy::DropOldest {
+                2
+            } else {
+                1
+            };
+            assert_eq!(drops.queue_full, queue_full, "{policy:?}");
+        }
+    }
+
+    /// While nothing in the queue can have expired, a full queue is not
+    /// scanned; once the earliest expiry passes, it is, and the next
+    /// deadline is the earliest left.
+    #[test]
+    fn the_next_expiry_tracks_the_earliest_deadline() {
+        let t0 = Instant::now();
+        let limits = limits(10, DropPolicy::DropNewest);
+        let mut queue = Backlog::default();
+        let mut drops = DropCounts::default();
+        for (n, secs) in [(1, 30), (2, 10), (3, 20)] {
+            let p = pending(
+                QoS::AtLeastOnce,
+                n,
+                Some(t0 + Duration::from_secs(secs)),
+                t0,
+            );
+            queue
+                .push_bounded(p, QueueBound::Configured, &limits, t0, &mut drops)
+                .unwrap();
+        }
+        assert_eq!(queue.next_expiry, Some(t0 + Duration::from_secs(10)));
+        queue.purge_expired(t0 + Duration::from_secs(15), &mut drops);
+        assert_eq!(payloads(&queue), [1, 3]);
+        assert_eq!(queue.next_expiry, Some(t0 + Duration::from_secs(20)));
+        queue.pop_front();
+        queue.pop_front();
+        assert_eq!(queue.next_expiry, None, "an empty queue has no deadline");
+        assert_eq!(drops.expired, 1);
     }
 }
