@@ -190,11 +190,12 @@ impl SessionState {
     }
 
     /// The connection is gone; the session stays. QoS 0 messages are only
-    /// kept if the configuration queues QoS 0 for offline sessions.
-    pub fn detach(&mut self) {
+    /// kept if the configuration queues QoS 0 for offline sessions, and the
+    /// queue is brought within `max_queued` (see `Queue::went_offline`).
+    pub fn detach(&mut self, now: Instant) {
         self.peer = None;
         self.out_aliases = None;
-        self.queue.went_offline(&self.limits, &mut self.drops);
+        self.queue.went_offline(&self.limits, now, &mut self.drops);
     }
 
     /// Hands a message to the session: written now if the window and the
@@ -682,6 +683,43 @@ mod tests {
         assert_eq!((s.queued_len(), s.drops.queue_full), (2, 1));
     }
 
+    /// A backlog built while the client was online and reading (QoS 1
+    /// beyond the bound: back-pressure bounded it) is brought within
+    /// `max_queued` when the session goes offline, counted as
+    /// `queue_full`; the oldest stay under DropNewest.
+    #[test]
+    fn an_online_backlog_is_bounded_when_the_session_goes_offline() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits {
+            max_queued: 2,
+            ..SessionLimits::default()
+        });
+        let mut out = BytesMut::new();
+        s.attach(peer(1), now, &mut out);
+        for payload in [b"1", b"2", b"3", b"4", b"5", b"6"] {
+            let m = message(QoS::AtLeastOnce, payload);
+            let p = plan(&m);
+            s.deliver(&m, p, now, &mut out, QueueBound::Unbounded);
+        }
+        assert_eq!((s.inflight_len(), s.queued_len()), (1, 5));
+        s.detach(now);
+        assert_eq!((s.queued_len(), s.drops.queue_full), (2, 3));
+        out.clear();
+        s.attach(peer(10), now, &mut out);
+        let payloads: Vec<_> = decode_all(&mut out)
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p.payload,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            payloads,
+            [&b"1"[..], b"2", b"3"],
+            "resent, then the two kept"
+        );
+    }
+
     /// QoS 0 is not queued for offline sessions unless configured.
     #[test]
     fn offline_qos0_is_dropped_by_default() {
@@ -726,7 +764,7 @@ mod tests {
             panic!()
         };
         assert_eq!(first.properties.message_expiry_interval, Some(6));
-        s.detach();
+        s.detach(now);
         let mut m2 = m;
         m2.expires_at = Some(now + Duration::from_secs(1));
         let p2 = plan(&m2);
@@ -844,7 +882,7 @@ mod tests {
                 ("b".to_string(), None)
             ]
         );
-        s.detach();
+        s.detach(now);
         s.attach(aliasing, now, &mut out);
         let Packet::Publish(resent) = &decode_all(&mut out)[0] else {
             panic!()

@@ -120,9 +120,14 @@ impl Queue {
     }
 
     /// See [`Backlog::went_offline`].
-    pub(super) fn went_offline(&mut self, limits: &SessionLimits, drops: &mut DropCounts) {
+    pub(super) fn went_offline(
+        &mut self,
+        limits: &SessionLimits,
+        now: Instant,
+        drops: &mut DropCounts,
+    ) {
         if let Some(backlog) = self.0.as_mut() {
-            backlog.went_offline(limits, drops);
+            backlog.went_offline(limits, now, drops);
             if backlog.items.is_empty() {
                 self.0 = None;
             }
@@ -201,12 +206,25 @@ impl Backlog {
     }
 
     /// The session went offline: QoS 0 goes unless `queue_qos0_offline`
-    /// (counted as offline).
-    fn went_offline(&mut self, limits: &SessionLimits, drops: &mut DropCounts) {
+    /// (counted as offline), expired messages go (counted as expired), and
+    /// the bound and drop policy apply to the whole queue (the rest
+    /// counted as `queue_full`), since while the client was online and
+    /// reading its QoS 1/2 messages were queued beyond the bound
+    /// (back-pressure bounded them instead).
+    fn went_offline(&mut self, limits: &SessionLimits, now: Instant, drops: &mut DropCounts) {
         if !limits.queue_qos0_offline {
             let before = self.items.len();
             self.items.retain(|p| p.plan.qos != QoS::AtMostOnce);
             drops.add(DropReason::Offline, before - self.items.len());
+        }
+        self.purge_expired(now, drops);
+        let over = self.items.len().saturating_sub(limits.max_queued);
+        if over > 0 {
+            match limits.drop_policy {
+                DropPolicy::DropNewest => self.items.truncate(limits.max_queued),
+                DropPolicy::DropOldest => drop(self.items.drain(..over)),
+            }
+            drops.add(DropReason::QueueFull, over);
         }
         if self.items.is_empty() {
             self.next_expiry = None;
@@ -335,5 +353,39 @@ mod tests {
         queue.pop_front();
         assert_eq!(queue.next_expiry, None, "an empty queue has no deadline");
         assert_eq!(drops.expired, 1);
+    }
+
+    /// Going offline applies the bound and drop policy to the whole queue
+    /// (counted as `queue_full`) after QoS 0 (counted as offline) and
+    /// expired messages (counted as expired) have gone.
+    #[test]
+    fn going_offline_bounds_the_whole_queue() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(10);
+        for (policy, kept) in [
+            (DropPolicy::DropNewest, [2, 4, 5]),
+            (DropPolicy::DropOldest, [6, 7, 8]),
+        ] {
+            let limits = limits(3, policy);
+            let mut queue = Backlog::default();
+            let mut drops = DropCounts::default();
+            // Queued while online and reading: beyond the bound.
+            for n in 1..=8u8 {
+                let qos = if n == 3 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                let expiry = (n == 1).then_some(t0 + Duration::from_secs(5));
+                let p = pending(qos, n, expiry, t0);
+                queue
+                    .push_bounded(p, QueueBound::Unbounded, &limits, t0, &mut drops)
+                    .unwrap();
+            }
+            queue.went_offline(&limits, t1, &mut drops);
+            assert_eq!(payloads(&queue), kept, "{policy:?}");
+            let counted = (drops.offline, drops.expired, drops.queue_full);
+            assert_eq!(counted, (1, 1, 3), "{policy:?}");
+        }
     }
 }

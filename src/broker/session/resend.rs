@@ -135,7 +135,7 @@ mod tests {
         send(&mut s, QoS::AtLeastOnce, now, &mut out);
         send(&mut s, QoS::ExactlyOnce, now, &mut out);
         out.clear();
-        s.detach();
+        s.detach(now);
         send(&mut s, QoS::AtLeastOnce, now, &mut out);
         assert!(out.is_empty(), "nothing is written while offline");
         s.attach(peer(10), now, &mut out);
@@ -172,7 +172,7 @@ mod tests {
         }
         assert_eq!(s.inflight_len(), 32);
         out.clear();
-        s.detach();
+        s.detach(t0);
         send(&mut s, QoS::AtLeastOnce, t0, &mut out);
         s.attach(peer(5), t0, &mut out);
         let resent =
@@ -226,7 +226,7 @@ mod tests {
         let pid = PacketId::new(1).unwrap();
         s.on_pubrec(pid, false, now, &mut out).unwrap();
         assert_eq!(decode_all(&mut out), [Packet::PubRel(PubRel::new(pid))]);
-        s.detach();
+        s.detach(now);
         s.attach(peer(10), now, &mut out);
         assert_eq!(decode_all(&mut out), [Packet::PubRel(PubRel::new(pid))]);
         s.on_pubcomp(pid, now, &mut out).unwrap();
