@@ -774,6 +774,10 @@ fn finish(
             None => false,
         }
     };
+    if still_ours && expiry != 0 {
+        // Before the will is routed: a group picks connected members.
+        core.shared_member_offline(key);
+    }
     if let Some((will, delay)) = will {
         // A takeover with Clean Start ends the session: the will is due.
         if delay == 0 || (still_ours && expiry == 0) || session_ended {

@@ -64,6 +64,7 @@ use super::stats::CoreStats;
 
 mod ownership;
 mod routing;
+mod shared_members;
 
 /// How long a subscriber may take to drain below the back-pressure mark
 /// before it counts as a slow consumer.
@@ -520,6 +521,7 @@ impl Core {
                 to,
             } => super::migrate::reowned(self, client_id, from, to),
             CoreMsg::ReownedAck { client_id } => super::migrate::reowned_ack(self, &client_id),
+            CoreMsg::SharedOffline { key, filters } => self.mark_shared_offline(key, &filters),
         }
     }
 }
