@@ -776,7 +776,8 @@ mod tests {
     }
 
     /// [MQTT-3.1.2-25]: a PUBLISH larger than the client's Maximum Packet
-    /// Size is dropped, not sent.
+    /// Size is dropped, not sent, and counted as `too_large`, at QoS 1 and
+    /// QoS 0.
     #[test]
     fn oversized_publish_is_dropped_for_the_client() {
         let now = Instant::now();
@@ -798,6 +799,20 @@ mod tests {
         );
         assert!(out.is_empty());
         assert_eq!(s.inflight_len(), 0);
+        let m = message(QoS::AtMostOnce, b"0123456789abcdef");
+        let p = plan(&m);
+        assert_eq!(
+            s.deliver(&m, p, now, &mut out, QueueBound::Configured),
+            DeliverOutcome::Dropped(DropReason::TooLarge)
+        );
+        assert_eq!(
+            s.drops,
+            DropCounts {
+                too_large: 2,
+                ..DropCounts::default()
+            },
+            "each counted once, as too_large"
+        );
     }
 
     /// A slow consumer: QoS 0 beyond the write-buffer cap is dropped and
