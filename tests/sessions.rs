@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vane::codec::{
-    Connect, Disconnect, DisconnectReasonCode, Packet, ProtocolVersion, PubAckReasonCode, QoS,
+    Connect, Disconnect, DisconnectReasonCode, Packet, ProtocolVersion, PubAck, PubAckReasonCode,
+    Publish, QoS,
 };
 
 fn persistent(version: ProtocolVersion, id: &str, expiry: u32) -> Connect {
@@ -289,5 +290,59 @@ fn v311_persistent_session_is_kept_for_max_session_expiry() {
     assert!(gone - closed >= Duration::from_millis(900));
     let (b, ack) = Raw::connected(broker.addr, persistent(V4, &id, 0));
     assert!(!ack.session_present);
+    b.disconnect();
+}
+
+/// [MQTT-3.3.4-9] with [MQTT-4.4.0-1]: a 5.0 client that leaves five QoS 1
+/// PUBLISHes unacknowledged and resumes with Receive Maximum 2 gets two of
+/// them again at once (DUP set, original ids), and each PUBACK lets the
+/// next one out, in order and with its original id; the message published
+/// while it was away comes last, with a new id. Never more than two are
+/// unacknowledged on the new connection.
+#[test]
+fn resume_resends_only_up_to_the_new_receive_maximum() {
+    let broker = Broker::start();
+    let id = unique("rmax");
+    let t = unique("rmax/t");
+    let (mut a, _) = Raw::connected(broker.addr, persistent(V5, &id, 60));
+    a.subscribe(subscribe(1, &t, QoS::AtLeastOnce));
+    let (mut p, _) = Raw::connected(broker.addr, connect(V5, &unique("rmaxp")));
+    for n in 0..5u8 {
+        p.publish_acked(publish(&t, &[n], QoS::AtLeastOnce, u16::from(n) + 1));
+    }
+    let first: Vec<Publish> = (0..5).map(|_| a.expect_publish()).collect();
+    a.disconnect();
+    p.publish_acked(publish(&t, b"later", QoS::AtLeastOnce, 6));
+    p.ping();
+
+    let mut c = persistent(V5, &id, 60);
+    c.properties.receive_maximum = std::num::NonZeroU16::new(2);
+    let (mut b, ack) = Raw::connected(broker.addr, c);
+    assert!(ack.session_present);
+    let resent = |b: &mut Raw, i: usize| {
+        let got = b.expect_publish();
+        assert!(got.dup, "[MQTT-4.4.0-1]: resent with DUP");
+        assert_eq!(got.pid(), first[i].pid(), "[MQTT-4.4.0-1]: original id");
+        assert_eq!(got.payload, first[i].payload, "in the original order");
+    };
+    resent(&mut b, 0);
+    resent(&mut b, 1);
+    assert!(b.ping().is_empty(), "[MQTT-3.3.4-9]: two unacknowledged");
+    let mut later = None;
+    for i in 0..5 {
+        b.send(&Packet::PubAck(PubAck::new(first[i].pid().unwrap())));
+        if i + 2 < 5 {
+            resent(&mut b, i + 2);
+        } else if i + 2 == 5 {
+            let got = b.expect_publish();
+            assert!(!got.dup);
+            assert_eq!(&got.payload[..], b"later");
+            assert!(first.iter().all(|f| f.pid() != got.pid()), "a new id");
+            later = Some(got);
+        }
+        assert!(b.ping().is_empty(), "one out for each PUBACK, no more");
+    }
+    b.ack(&later.expect("the message queued while away"));
+    assert!(b.ping().is_empty());
     b.disconnect();
 }

@@ -3,13 +3,17 @@
 //! should, latency is sampled, and $SYS topics carry the figures.
 #![cfg(feature = "runtime")]
 
+mod common;
 mod stats_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
+use common::{connect, publish, subscribe, Raw, V5};
 use rumqttc::QoS;
 use stats_support::*;
+use vane::codec::QoS as Q;
 
 /// A test publishes an exact number of messages with a real client and the
 /// counters move by exactly that much: received and sent by QoS, their
@@ -340,4 +344,158 @@ fn stats_can_be_turned_off_and_a_taken_address_is_an_error() {
             .contains(&taken.local_addr().unwrap().to_string()),
         "{error}"
     );
+}
+
+/// Every drop cause since `before`, polled until each has moved by what
+/// `want` says (the others by nothing); panics with the deltas otherwise.
+#[track_caller]
+fn expect_drops(broker: &Broker, before: &Metrics, want: &[(&str, f64)]) {
+    let causes = [
+        "queue_full",
+        "expired",
+        "too_large",
+        "slow_consumer",
+        "offline",
+        "no_subscribers",
+    ];
+    let deltas = |m: &Metrics| -> Vec<(&str, f64)> {
+        causes
+            .iter()
+            .map(|&cause| {
+                let labels = [("cause", cause)];
+                let name = "vane_messages_dropped_total";
+                (cause, m.sum(name, &labels) - before.sum(name, &labels))
+            })
+            .collect()
+    };
+    let expected: Vec<(&str, f64)> = causes
+        .iter()
+        .map(|&cause| {
+            let n = want.iter().find(|(c, _)| *c == cause).map_or(0.0, |w| w.1);
+            (cause, n)
+        })
+        .collect();
+    let mut last = Vec::new();
+    let reached = poll(|| {
+        last = deltas(&broker.metrics());
+        (last == expected).then_some(())
+    });
+    assert!(reached.is_some(), "drops {last:?}, expected {expected:?}");
+}
+
+/// A 5.0 CONNECT that keeps its session for a minute.
+fn persistent(id: &str) -> vane::codec::Connect {
+    let mut c = connect(V5, id);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    c
+}
+
+/// [MQTT-3.1.2-25]: a PUBLISH larger than a 5.0 subscriber's Maximum
+/// Packet Size is not sent to it; each one is counted as dropped
+/// `too_large`, at QoS 0 and QoS 1 alike, and one that fits goes through.
+#[test]
+fn oversized_messages_are_counted_as_too_large() {
+    let broker = Broker::start(|_| {});
+    let t = unique("drops/large");
+    let mut c = connect(V5, &unique("small"));
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(64);
+    let (mut sub, _) = Raw::connected(broker.mqtt, c);
+    sub.subscribe(subscribe(1, &t, Q::AtLeastOnce));
+    let (mut p, _) = Raw::connected(broker.mqtt, connect(V5, &unique("big")));
+    let before = broker.metrics();
+    for (n, qos) in [
+        (1, Q::AtMostOnce),
+        (2, Q::AtLeastOnce),
+        (3, Q::AtMostOnce),
+        (4, Q::AtLeastOnce),
+        (5, Q::AtLeastOnce),
+    ] {
+        p.publish_acked(publish(&t, &[n; 100], qos, u16::from(n)));
+    }
+    p.publish_acked(publish(&t, b"fits", Q::AtLeastOnce, 9));
+    assert_eq!(&sub.expect_publish_acked().payload[..], b"fits");
+    expect_drops(&broker, &before, &[("too_large", 5.0)]);
+    assert!(sub.ping().is_empty());
+}
+
+/// 5.0 §3.3.2.3.3: a message whose Message Expiry Interval runs out while
+/// it waits in an offline session's queue is not delivered when the
+/// client comes back; each one is counted as dropped `expired`.
+#[test]
+fn messages_expiring_in_an_offline_queue_are_counted_as_expired() {
+    let broker = Broker::start(|_| {});
+    let t = unique("drops/expiry");
+    let id = unique("expsub");
+    let (mut sub, _) = Raw::connected(broker.mqtt, persistent(&id));
+    sub.subscribe(subscribe(1, &t, Q::AtLeastOnce));
+    sub.disconnect();
+    let (mut p, _) = Raw::connected(broker.mqtt, connect(V5, &unique("exppub")));
+    let before = broker.metrics();
+    for n in 1..=3 {
+        let mut m = publish(&t, b"short-lived", Q::AtLeastOnce, n);
+        m.properties.message_expiry_interval = Some(1);
+        p.publish_acked(m);
+    }
+    // The broker read them before it acknowledged them, so they expire by
+    // one second from now. Time passing is the event: nothing to poll.
+    let expired_by = Instant::now() + Duration::from_secs(1);
+    p.publish_acked(publish(&t, b"kept", Q::AtLeastOnce, 4));
+    std::thread::sleep(expired_by.saturating_duration_since(Instant::now()));
+    let (mut sub, ack) = Raw::connected(broker.mqtt, persistent(&id));
+    assert!(ack.session_present);
+    assert_eq!(&sub.expect_publish_acked().payload[..], b"kept");
+    expect_drops(&broker, &before, &[("expired", 3.0)]);
+    assert!(sub.ping().is_empty());
+}
+
+/// `max_queued` bounds an offline session's queue: with the default
+/// DropNewest policy, QoS 1 messages beyond it are refused, each counted
+/// as dropped `queue_full`; the first ones are delivered on return.
+#[test]
+fn an_offline_queue_over_max_queued_counts_queue_full() {
+    let broker = Broker::start(|c| c.limits.max_queued = 2);
+    let t = unique("drops/full");
+    let id = unique("fullsub");
+    let (mut sub, _) = Raw::connected(broker.mqtt, persistent(&id));
+    sub.subscribe(subscribe(1, &t, Q::AtLeastOnce));
+    sub.disconnect();
+    let (mut p, _) = Raw::connected(broker.mqtt, connect(V5, &unique("fullpub")));
+    let before = broker.metrics();
+    for n in 1..=5u8 {
+        p.publish_acked(publish(&t, &[n], Q::AtLeastOnce, u16::from(n)));
+    }
+    expect_drops(&broker, &before, &[("queue_full", 3.0)]);
+    let (mut sub, ack) = Raw::connected(broker.mqtt, persistent(&id));
+    assert!(ack.session_present);
+    let got: Vec<u8> = (0..2)
+        .map(|_| sub.expect_publish_acked().payload[0])
+        .collect();
+    assert_eq!(got, [1, 2]);
+    assert!(sub.ping().is_empty());
+    expect_drops(&broker, &before, &[("queue_full", 3.0)]);
+}
+
+/// QoS 0 for an offline persistent session is not queued (the default
+/// `queue_qos0_offline = false`): each one is counted as dropped
+/// `offline`, while QoS 1 waits for the client.
+#[test]
+fn qos0_for_an_offline_session_counts_offline() {
+    let broker = Broker::start(|_| {});
+    let t = unique("drops/offline");
+    let id = unique("offsub");
+    let (mut sub, _) = Raw::connected(broker.mqtt, persistent(&id));
+    sub.subscribe(subscribe(1, &t, Q::AtLeastOnce));
+    sub.disconnect();
+    let (mut p, _) = Raw::connected(broker.mqtt, connect(V5, &unique("offpub")));
+    let before = broker.metrics();
+    for n in 1..=4 {
+        p.publish(publish(&t, b"zero", Q::AtMostOnce, n));
+    }
+    p.publish_acked(publish(&t, b"one", Q::AtLeastOnce, 5));
+    let (mut sub, ack) = Raw::connected(broker.mqtt, persistent(&id));
+    assert!(ack.session_present);
+    assert_eq!(&sub.expect_publish_acked().payload[..], b"one");
+    assert!(sub.ping().is_empty());
+    expect_drops(&broker, &before, &[("offline", 4.0)]);
 }

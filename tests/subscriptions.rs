@@ -264,3 +264,64 @@ fn sys_topics_are_not_matched_by_leading_wildcards() {
         }
     }
 }
+
+/// 5.0 §4.8.2: each message of a shared subscription goes to one member,
+/// and while a member is connected, one whose persistent session is
+/// offline is not picked (it would drop QoS 0 and hold QoS 1 back). Two
+/// members, one per core; one disconnects. Every QoS 0 and QoS 1 message
+/// published afterwards, on either core, reaches the connected member, and
+/// the offline session has queued none of them when it comes back.
+#[test]
+fn shared_subscription_skips_a_member_whose_session_is_offline() {
+    let broker = Broker::start();
+    let t = unique("shoff/t");
+    let group = format!("$share/g/{t}");
+    let persistent = || {
+        let mut c = connect(V5, "");
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(60);
+        c
+    };
+    let [(mut away, away_id), (mut stay, _)] = raw_pair_on_cores(broker.addr, persistent);
+    away.subscribe(subscribe(1, &group, QoS::AtLeastOnce));
+    stay.subscribe(subscribe(1, &group, QoS::AtLeastOnce));
+    let [(mut p0, _), (mut p1, _)] = raw_pair_on_cores(broker.addr, || connect(V5, ""));
+    away.disconnect();
+    // A SUBSCRIBE on core 0 waits until core 1 has applied everything core
+    // 0 sent before it, the offline mark included.
+    p0.subscribe(subscribe(1, &unique("shoff/barrier"), QoS::AtMostOnce));
+
+    let mut sent = Vec::new();
+    for (core, p) in [(0u8, &mut p0), (1, &mut p1)] {
+        for n in 0..3u8 {
+            for (qos, id) in [(QoS::AtMostOnce, 0), (QoS::AtLeastOnce, u16::from(n) + 1)] {
+                let payload = vec![core, n, qos as u8];
+                if qos == QoS::AtMostOnce {
+                    p.publish(publish(&t, &payload, qos, 1));
+                } else {
+                    p.publish_acked(publish(&t, &payload, qos, id));
+                }
+                sent.push(payload);
+            }
+        }
+    }
+    let mut got: Vec<Vec<u8>> = (0..sent.len())
+        .map(|_| stay.expect_publish_acked().payload.to_vec())
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "every message reaches the connected member");
+    assert!(stay.ping().is_empty(), "and each once");
+
+    let mut back = connect(V5, &away_id);
+    back.clean_start = false;
+    back.properties.session_expiry_interval = Some(60);
+    let (mut away, ack) = Raw::connected(broker.addr, back);
+    assert!(ack.session_present);
+    assert!(
+        away.ping().is_empty(),
+        "nothing was queued for the offline member"
+    );
+    away.disconnect();
+    stay.disconnect();
+}

@@ -24,6 +24,10 @@ use crate::codec::PacketId;
 /// Where a flow is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InflightStage {
+    /// PUBLISH sent on an earlier connection and not yet sent again on
+    /// this one: it waits for room in the client's window (5.0 Receive
+    /// Maximum) to be resent with DUP and its original id.
+    AwaitResend,
     /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     AwaitAck,
     /// PUBREL sent; waiting for PUBCOMP.

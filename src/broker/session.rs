@@ -7,6 +7,9 @@
 //! inflight, what is queued and what is dropped (and why). Does not own: the
 //! socket, timers, routing, or subscriptions (the runtime keeps those in the
 //! trie replicas and in [`SessionState::subscriptions`]).
+//!
+//! The queue, its bound and the drop accounting are in `session/queue.rs`;
+//! taking up open flows on a new connection is in `session/resend.rs`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU16;
@@ -21,18 +24,12 @@ use crate::codec::{
     Delivery, Packet, PacketId, ProtocolVersion, PubRel, PubRelReasonCode, QoS, QosPid,
     TopicFilter, TopicName,
 };
+use queue::{Pending, Queue};
 
-/// What to do when a session's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "runtime", derive(serde::Deserialize))]
-#[cfg_attr(feature = "runtime", serde(rename_all = "kebab-case"))]
-pub enum DropPolicy {
-    /// Refuse the new message (the queue keeps the oldest).
-    #[default]
-    DropNewest,
-    /// Make room by discarding the oldest queued message.
-    DropOldest,
-}
+mod queue;
+mod resend;
+
+pub use queue::{DropCounts, DropPolicy, DropReason, QueueBound};
 
 /// Per-session limits, from the broker's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,29 +64,6 @@ impl Default for SessionLimits {
     }
 }
 
-/// Why a message was not delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    QueueFull,
-    Expired,
-    /// Larger than the client's Maximum Packet Size ([MQTT-3.1.2-25]).
-    TooLarge,
-    /// QoS 0 while the client's write buffer is over its cap.
-    SlowConsumer,
-    /// QoS 0 for an offline session that does not queue QoS 0.
-    Offline,
-}
-
-/// Whether [`SessionState::deliver`] may queue beyond the configured bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueBound {
-    /// At most `max_queued` messages wait; the drop policy applies beyond.
-    Configured,
-    /// Retained messages sent on subscribe: the retained store bounds them,
-    /// and a new subscriber gets every one that matches.
-    Unbounded,
-}
-
 /// What happened to a message handed to [`SessionState::deliver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliverOutcome {
@@ -106,35 +80,6 @@ pub enum AckError {
     UnknownPacketId(u16),
 }
 
-/// Counters of what this session dropped, drained by the runtime after
-/// every delivery and every stats tick, so 32 bits (saturating) are ample
-/// and keep a session small.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DropCounts {
-    pub queue_full: u32,
-    pub expired: u32,
-    pub too_large: u32,
-    pub slow_consumer: u32,
-    pub offline: u32,
-}
-
-impl DropCounts {
-    fn count(&mut self, reason: DropReason) {
-        self.add(reason, 1);
-    }
-
-    fn add(&mut self, reason: DropReason, n: u32) {
-        let counter = match reason {
-            DropReason::QueueFull => &mut self.queue_full,
-            DropReason::Expired => &mut self.expired,
-            DropReason::TooLarge => &mut self.too_large,
-            DropReason::SlowConsumer => &mut self.slow_consumer,
-            DropReason::Offline => &mut self.offline,
-        };
-        *counter = counter.saturating_add(n);
-    }
-}
-
 /// Builds ahash hashers from one random seed per process: no per-map seed
 /// to store (a session's subscription map is 32 bytes smaller), yet keys
 /// a client chooses cannot be aimed at collisions.
@@ -148,12 +93,6 @@ impl std::hash::BuildHasher for ProcessSeeded {
         static SEED: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
         SEED.get_or_init(ahash::RandomState::new).build_hasher()
     }
-}
-
-#[derive(Debug, Clone)]
-struct Pending {
-    message: Message,
-    plan: DeliveryPlan,
 }
 
 /// Who the session is talking to while it is online.
@@ -177,7 +116,14 @@ pub struct SessionState {
     peer: Option<Peer>,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, oldest first.
     inflight: InflightWindow<Pending>,
-    queue: VecDeque<Pending>,
+    /// The ids of the inflight entries at [`InflightStage::AwaitResend`],
+    /// oldest first: carried over from an earlier connection and resent as
+    /// the window frees. Exactly those entries; they do not count against
+    /// the window until they are sent. Boxed, and only while there are
+    /// any: rare, and a session should be small (8 bytes, not 32).
+    #[allow(clippy::box_collection)]
+    resend: Option<Box<VecDeque<PacketId>>>,
+    queue: Queue,
     /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL (no seed
     /// stored per set, as for the subscriptions below).
     inbound_qos2: HashSet<u16, ProcessSeeded>,
@@ -198,7 +144,8 @@ impl SessionState {
             limits,
             peer: None,
             inflight: InflightWindow::default(),
-            queue: VecDeque::new(),
+            resend: None,
+            queue: Queue::default(),
             inbound_qos2: HashSet::default(),
             subscriptions: HashMap::default(),
             drops: DropCounts::default(),
@@ -224,6 +171,12 @@ impl SessionState {
         self.inbound_qos2.len()
     }
 
+    /// Unacknowledged PUBLISHes sent on this connection (and PUBRELs
+    /// awaiting PUBCOMP): what the window bounds.
+    fn in_window(&self) -> usize {
+        self.inflight.len() - self.resend.as_ref().map_or(0, |ids| ids.len())
+    }
+
     fn window(&self) -> usize {
         match self.peer {
             // 5.0: the client's Receive Maximum ([MQTT-3.3.4-9]), within
@@ -234,42 +187,6 @@ impl SessionState {
             Some(_) => usize::from(self.limits.max_inflight.max(1)),
             None => 0,
         }
-    }
-
-    /// Attaches a connection. Unacknowledged PUBLISH packets are sent again
-    /// with DUP set and PUBRELs are repeated, in their original order
-    /// ([MQTT-4.4.0-1], [MQTT-4.6.0-1]); then queued messages flow.
-    pub fn attach(&mut self, peer: Peer, now: Instant, out: &mut BytesMut) {
-        self.peer = Some(peer);
-        self.out_aliases = None;
-        for entry in self.inflight.take_all() {
-            match entry.stage {
-                InflightStage::AwaitAck => {
-                    if entry.pending.message.is_expired(now) {
-                        self.drops.count(DropReason::Expired);
-                        continue;
-                    }
-                    let qos_pid = QosPid::new(entry.pending.plan.qos, Some(entry.pid))
-                        .expect("inflight messages have QoS 1 or 2");
-                    if self
-                        .write_publish(
-                            &entry.pending.message,
-                            &entry.pending.plan,
-                            qos_pid,
-                            true,
-                            now,
-                            out,
-                        )
-                        .is_err()
-                    {
-                        continue;
-                    }
-                }
-                InflightStage::AwaitComplete => write_pubrel(peer.version, entry.pid, out),
-            }
-            self.inflight.put_back(entry);
-        }
-        self.pump(now, out);
     }
 
     /// The connection is being replaced by another (a takeover that keeps
@@ -283,16 +200,12 @@ impl SessionState {
     }
 
     /// The connection is gone; the session stays. QoS 0 messages are only
-    /// kept if the configuration queues QoS 0 for offline sessions.
-    pub fn detach(&mut self) {
+    /// kept if the configuration queues QoS 0 for offline sessions, and the
+    /// queue is brought within `max_queued` (see `Queue::went_offline`).
+    pub fn detach(&mut self, now: Instant) {
         self.peer = None;
         self.out_aliases = None;
-        if !self.limits.queue_qos0_offline {
-            let before = self.queue.len();
-            self.queue.retain(|p| p.plan.qos != QoS::AtMostOnce);
-            let dropped = u32::try_from(before - self.queue.len()).unwrap_or(u32::MAX);
-            self.drops.add(DropReason::Offline, dropped);
-        }
+        self.queue.went_offline(&self.limits, now, &mut self.drops);
     }
 
     /// Hands a message to the session: written now if the window and the
@@ -322,6 +235,7 @@ impl SessionState {
                     plan,
                 },
                 bound,
+                now,
             );
         }
         let buffer_full = out.len() >= self.limits.write_buffer_cap;
@@ -338,8 +252,12 @@ impl SessionState {
             message: message.clone(),
             plan,
         };
-        if buffer_full || !self.queue.is_empty() || self.inflight.len() >= self.window() {
-            return self.enqueue(pending, bound);
+        if buffer_full
+            || !self.queue.is_empty()
+            || self.resend.is_some()
+            || self.in_window() >= self.window()
+        {
+            return self.enqueue(pending, bound, now);
         }
         self.send_with_new_pid(pending, now, out)
     }
@@ -349,18 +267,14 @@ impl SessionState {
         DeliverOutcome::Dropped(reason)
     }
 
-    fn enqueue(&mut self, pending: Pending, bound: QueueBound) -> DeliverOutcome {
-        if bound == QueueBound::Configured && self.queue.len() >= self.limits.max_queued {
-            match self.limits.drop_policy {
-                DropPolicy::DropNewest => return self.dropped(DropReason::QueueFull),
-                DropPolicy::DropOldest => {
-                    self.queue.pop_front();
-                    self.drops.count(DropReason::QueueFull);
-                }
-            }
+    fn enqueue(&mut self, pending: Pending, bound: QueueBound, now: Instant) -> DeliverOutcome {
+        match self
+            .queue
+            .push_bounded(pending, bound, &self.limits, now, &mut self.drops)
+        {
+            Ok(()) => DeliverOutcome::Queued,
+            Err(reason) => DeliverOutcome::Dropped(reason),
         }
-        self.queue.push_back(pending);
-        DeliverOutcome::Queued
     }
 
     fn send_with_new_pid(
@@ -380,13 +294,18 @@ impl SessionState {
         }
     }
 
-    /// Moves queued messages into the window while it has room and the
-    /// write buffer is under its cap.
+    /// Moves messages into the window while it has room and the write
+    /// buffer is under its cap: first the entries waiting to be resent
+    /// after a reconnect, then queued messages.
     pub fn pump(&mut self, now: Instant, out: &mut BytesMut) {
         if self.peer.is_none() {
             return;
         }
-        while self.inflight.len() < self.window() && out.len() < self.limits.write_buffer_cap {
+        while self.in_window() < self.window() && out.len() < self.limits.write_buffer_cap {
+            if self.resend.is_some() {
+                self.resend_next(now, out);
+                continue;
+            }
             let Some(pending) = self.queue.pop_front() else {
                 break;
             };
@@ -467,16 +386,24 @@ impl SessionState {
         (NonZeroU16::new(next as u16), true)
     }
 
-    /// Ends the inflight flow of `pid` if it is at `stage` with `qos`.
+    /// Ends the inflight flow of `pid` if it is at `stage` with `qos`. An
+    /// acknowledgement of a PUBLISH still waiting to be resent (the client
+    /// had it from an earlier connection) ends its flow too.
     fn end_inflight(
         &mut self,
         pid: PacketId,
         stage: InflightStage,
         qos: QoS,
     ) -> Result<(), AckError> {
-        let ended = self
-            .inflight
-            .end_if(pid, |e| e.stage == stage && e.pending.plan.qos == qos);
+        let mut waiting = false;
+        let ended = self.inflight.end_if(pid, |e| {
+            waiting = e.stage == InflightStage::AwaitResend;
+            let at = e.stage == stage || (waiting && stage == InflightStage::AwaitAck);
+            at && e.pending.plan.qos == qos
+        });
+        if ended && waiting {
+            self.forget_resend(pid);
+        }
         ended
             .then_some(())
             .ok_or(AckError::UnknownPacketId(pid.get()))
@@ -506,8 +433,12 @@ impl SessionState {
         let version = self.peer.map_or(ProtocolVersion::V5, |p| p.version);
         match self.inflight.get_mut(pid) {
             Some(entry) if entry.pending.plan.qos == QoS::ExactlyOnce => {
+                let waiting = entry.stage == InflightStage::AwaitResend;
                 if !failed {
                     entry.stage = InflightStage::AwaitComplete;
+                }
+                if waiting {
+                    self.forget_resend(pid);
                 }
             }
             _ => {
@@ -573,7 +504,7 @@ mod tests {
     use bytes::Bytes;
     use std::time::Duration;
 
-    fn message(qos: QoS, payload: &'static [u8]) -> Message {
+    pub(super) fn message(qos: QoS, payload: &'static [u8]) -> Message {
         let mut publish = Publish::new(
             TopicName::try_from("t").unwrap(),
             Bytes::from_static(payload),
@@ -582,7 +513,7 @@ mod tests {
         Message::from_publish(&publish, None, Instant::now())
     }
 
-    fn plan(message: &Message) -> DeliveryPlan {
+    pub(super) fn plan(message: &Message) -> DeliveryPlan {
         let entry = SubscriptionEntry {
             options: SubscriptionOptions {
                 qos: QoS::ExactlyOnce,
@@ -593,7 +524,7 @@ mod tests {
         DeliveryPlan::new(message, &entry, false)
     }
 
-    fn peer(receive_maximum: u16) -> Peer {
+    pub(super) fn peer(receive_maximum: u16) -> Peer {
         Peer {
             version: ProtocolVersion::V5,
             receive_maximum,
@@ -602,7 +533,7 @@ mod tests {
         }
     }
 
-    fn decode_all(out: &mut BytesMut) -> Vec<Packet> {
+    pub(super) fn decode_all(out: &mut BytesMut) -> Vec<Packet> {
         let decoder = Decoder::new(ProtocolVersion::V5, u32::MAX);
         let mut packets = Vec::new();
         while let Some(p) = decoder.decode(out).unwrap() {
@@ -612,7 +543,7 @@ mod tests {
         packets
     }
 
-    fn pids(packets: &[Packet]) -> Vec<(u16, bool)> {
+    pub(super) fn pids(packets: &[Packet]) -> Vec<(u16, bool)> {
         packets
             .iter()
             .map(|p| match p {
@@ -622,7 +553,12 @@ mod tests {
             .collect()
     }
 
-    fn send(s: &mut SessionState, qos: QoS, now: Instant, out: &mut BytesMut) -> DeliverOutcome {
+    pub(super) fn send(
+        s: &mut SessionState,
+        qos: QoS,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> DeliverOutcome {
         let m = message(qos, b"x");
         let p = plan(&m);
         s.deliver(&m, p, now, out, QueueBound::Configured)
@@ -720,47 +656,6 @@ mod tests {
         assert_eq!(window(limits, v311), 32);
     }
 
-    /// [MQTT-4.4.0-1]: on reconnect, unacknowledged PUBLISHes are resent
-    /// with DUP=1 and the same ids, before anything new.
-    #[test]
-    fn reattach_resends_inflight_with_dup_in_order() {
-        let now = Instant::now();
-        let mut s = SessionState::new(SessionLimits::default());
-        let mut out = BytesMut::new();
-        s.attach(peer(10), now, &mut out);
-        send(&mut s, QoS::AtLeastOnce, now, &mut out);
-        send(&mut s, QoS::ExactlyOnce, now, &mut out);
-        out.clear();
-        s.detach();
-        send(&mut s, QoS::AtLeastOnce, now, &mut out);
-        assert!(out.is_empty(), "nothing is written while offline");
-        s.attach(peer(10), now, &mut out);
-        assert_eq!(
-            pids(&decode_all(&mut out)),
-            [(1, true), (2, true), (3, false)]
-        );
-    }
-
-    /// QoS 2 outbound: PUBREC -> PUBREL, repeated on reconnect
-    /// ([MQTT-4.4.0-1]), and PUBCOMP ends the flow.
-    #[test]
-    fn qos2_outbound_flow_resends_pubrel_after_reconnect() {
-        let now = Instant::now();
-        let mut s = SessionState::new(SessionLimits::default());
-        let mut out = BytesMut::new();
-        s.attach(peer(10), now, &mut out);
-        send(&mut s, QoS::ExactlyOnce, now, &mut out);
-        out.clear();
-        let pid = PacketId::new(1).unwrap();
-        s.on_pubrec(pid, false, now, &mut out).unwrap();
-        assert_eq!(decode_all(&mut out), [Packet::PubRel(PubRel::new(pid))]);
-        s.detach();
-        s.attach(peer(10), now, &mut out);
-        assert_eq!(decode_all(&mut out), [Packet::PubRel(PubRel::new(pid))]);
-        s.on_pubcomp(pid, now, &mut out).unwrap();
-        assert_eq!(s.inflight_len(), 0);
-    }
-
     /// Inbound QoS 2: a PUBLISH redelivered before PUBREL is not routed
     /// twice ([MQTT-4.3.3-10]).
     #[test]
@@ -796,6 +691,43 @@ mod tests {
             send(&mut s, QoS::AtLeastOnce, now, &mut out);
         }
         assert_eq!((s.queued_len(), s.drops.queue_full), (2, 1));
+    }
+
+    /// A backlog built while the client was online and reading (QoS 1
+    /// beyond the bound: back-pressure bounded it) is brought within
+    /// `max_queued` when the session goes offline, counted as
+    /// `queue_full`; the oldest stay under DropNewest.
+    #[test]
+    fn an_online_backlog_is_bounded_when_the_session_goes_offline() {
+        let now = Instant::now();
+        let mut s = SessionState::new(SessionLimits {
+            max_queued: 2,
+            ..SessionLimits::default()
+        });
+        let mut out = BytesMut::new();
+        s.attach(peer(1), now, &mut out);
+        for payload in [b"1", b"2", b"3", b"4", b"5", b"6"] {
+            let m = message(QoS::AtLeastOnce, payload);
+            let p = plan(&m);
+            s.deliver(&m, p, now, &mut out, QueueBound::Unbounded);
+        }
+        assert_eq!((s.inflight_len(), s.queued_len()), (1, 5));
+        s.detach(now);
+        assert_eq!((s.queued_len(), s.drops.queue_full), (2, 3));
+        out.clear();
+        s.attach(peer(10), now, &mut out);
+        let payloads: Vec<_> = decode_all(&mut out)
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p.payload,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            payloads,
+            [&b"1"[..], b"2", b"3"],
+            "resent, then the two kept"
+        );
     }
 
     /// QoS 0 is not queued for offline sessions unless configured.
@@ -842,7 +774,7 @@ mod tests {
             panic!()
         };
         assert_eq!(first.properties.message_expiry_interval, Some(6));
-        s.detach();
+        s.detach(now);
         let mut m2 = m;
         m2.expires_at = Some(now + Duration::from_secs(1));
         let p2 = plan(&m2);
@@ -854,7 +786,8 @@ mod tests {
     }
 
     /// [MQTT-3.1.2-25]: a PUBLISH larger than the client's Maximum Packet
-    /// Size is dropped, not sent.
+    /// Size is dropped, not sent, and counted as `too_large`, at QoS 1 and
+    /// QoS 0.
     #[test]
     fn oversized_publish_is_dropped_for_the_client() {
         let now = Instant::now();
@@ -876,6 +809,20 @@ mod tests {
         );
         assert!(out.is_empty());
         assert_eq!(s.inflight_len(), 0);
+        let m = message(QoS::AtMostOnce, b"0123456789abcdef");
+        let p = plan(&m);
+        assert_eq!(
+            s.deliver(&m, p, now, &mut out, QueueBound::Configured),
+            DeliverOutcome::Dropped(DropReason::TooLarge)
+        );
+        assert_eq!(
+            s.drops,
+            DropCounts {
+                too_large: 2,
+                ..DropCounts::default()
+            },
+            "each counted once, as too_large"
+        );
     }
 
     /// A slow consumer: QoS 0 beyond the write-buffer cap is dropped and
@@ -960,7 +907,7 @@ mod tests {
                 ("b".to_string(), None)
             ]
         );
-        s.detach();
+        s.detach(now);
         s.attach(aliasing, now, &mut out);
         let Packet::Publish(resent) = &decode_all(&mut out)[0] else {
             panic!()

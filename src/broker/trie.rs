@@ -4,12 +4,13 @@
 //!
 //! Owns: the trie structure, MQTT topic-filter matching (`+`, `#`, the `$`
 //! rule, empty levels), the per-filter subscriber lists, and shared
-//! subscription groups (`$share/{group}/{filter}`) with a round-robin cursor.
+//! subscription groups (`$share/{group}/{filter}`) with a round robin that
+//! prefers the members marked online ([`SubscriptionTrie::set_shared_online`]).
 //!
 //! Does not own: what a key or a value means (the broker uses a small
-//! `{core, session slot}` key and the subscription options as value), the
-//! choice of a shared-group member beyond offering a cursor (the caller skips
-//! offline members and decides), de-duplicating overlapping subscriptions of
+//! `{core, session slot}` key and the subscription options as value), when a
+//! shared-group member goes offline (the runtime marks it in every replica),
+//! de-duplicating overlapping subscriptions of
 //! one client, or propagation between cores (each core keeps its own
 //! replica and calls `insert`/`remove` on it).
 //!
@@ -193,6 +194,11 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
             self.plain.shrink_to_fit();
         }
         Some(value)
+    }
+
+    fn group_mut(&mut self, name: &str) -> Option<&mut SharedGroup<K, V>> {
+        let extra = self.extra.as_mut()?;
+        extra.groups.iter_mut().find(|g| &*g.name == name)
     }
 
     fn get(&self, group: Option<&str>, key: K) -> Option<&V> {
@@ -502,6 +508,36 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
             node = node.step(level)?;
         }
         node.subs.get(group, key)
+    }
+
+    /// Marks `key`'s shared subscription `filter` (`$share/{group}/...`)
+    /// online or offline: the group's round robin skips offline members
+    /// while any member is online (see [`SharedGroup::next_member`]). A
+    /// member is online when it joins. False if there is no such shared
+    /// subscription.
+    pub fn set_shared_online(&mut self, filter: &TopicFilter, key: K, online: bool) -> bool {
+        let (Some(group), pattern) = split_filter(filter) else {
+            return false;
+        };
+        let mut node = &mut self.root;
+        let mut subs = None;
+        for level in pattern.split('/') {
+            if level == "#" {
+                subs = node.wild.as_mut().and_then(|wild| wild.hash.as_mut());
+                break;
+            }
+            match node.step_mut(level) {
+                Some(next) => node = next,
+                None => return false,
+            }
+        }
+        let subs = match subs {
+            Some(subs) => subs,
+            None if pattern.ends_with('#') => return false,
+            None => &mut node.subs,
+        };
+        subs.group_mut(group)
+            .is_some_and(|g| g.set_online(key, online))
     }
 
     /// Calls `visit` once per non-shared subscription whose filter matches
@@ -843,6 +879,60 @@ mod tests {
         assert_eq!(seen, ["h"]);
     }
 
+    /// [`SubscriptionTrie::set_shared_online`] marks the member in the
+    /// group of the filter named (`#` leaves included) and nowhere else:
+    /// not in a plain subscription, not in another group. The group picks
+    /// its online members (5.0 §4.8.2); a member that joins again is online.
+    #[test]
+    fn shared_members_are_marked_per_filter() {
+        let mut trie = Trie::new();
+        for (key, value) in [(1, "g1"), (2, "g2")] {
+            trie.insert(&f("$share/g/a/#"), key, value);
+        }
+        for (key, value) in [(1, "h1"), (2, "h2")] {
+            trie.insert(&f("$share/h/a/+"), key, value);
+        }
+        trie.insert(&f("a/+"), 1, "plain");
+        assert!(trie.set_shared_online(&f("$share/g/a/#"), 1, false));
+        assert!(!trie.set_shared_online(&f("a/+"), 1, false), "not shared");
+        assert!(!trie.set_shared_online(&f("$share/x/a/#"), 1, false));
+        assert!(!trie.set_shared_online(&f("$share/g/b/#"), 1, false));
+        assert!(!trie.set_shared_online(&f("$share/g/a/#"), 3, false));
+        let picks = |trie: &Trie| {
+            let mut picks = Vec::new();
+            for _ in 0..4 {
+                trie.match_topic(
+                    "a/x",
+                    |_, _| {},
+                    |name, group| picks.push((name.to_owned(), *group.next_member().unwrap().1)),
+                );
+            }
+            picks.sort();
+            picks
+        };
+        let g = |v: &'static str| ("g".to_owned(), v);
+        let h = |v: &'static str| ("h".to_owned(), v);
+        assert_eq!(
+            picks(&trie),
+            [
+                g("g2"),
+                g("g2"),
+                g("g2"),
+                g("g2"),
+                h("h1"),
+                h("h1"),
+                h("h2"),
+                h("h2")
+            ]
+        );
+        assert_eq!(plain_matches(&trie, "a/x"), [(1, "plain")]);
+        trie.insert(&f("$share/g/a/#"), 1, "g1 again");
+        assert_eq!(
+            picks(&trie)[..4],
+            [g("g1 again"), g("g1 again"), g("g2"), g("g2")]
+        );
+    }
+
     /// The same share name on two different filters forms two groups; a
     /// topic matching both reports each.
     #[test]
@@ -864,20 +954,6 @@ mod tests {
             size
         };
         assert_eq!(group, 1);
-    }
-
-    /// `pick` wraps around and is `None` only for an empty group.
-    #[test]
-    fn shared_group_pick_wraps() {
-        let mut group = SharedGroup::<u32, ()>::new("g");
-        assert!(group.pick(0).is_none());
-        assert!(group.next_member().is_none());
-        group.insert(5, ());
-        group.insert(6, ());
-        assert_eq!(group.pick(0).unwrap().0, 5);
-        assert_eq!(group.pick(3).unwrap().0, 6);
-        assert_eq!(group.name(), "g");
-        assert!(!group.is_empty());
     }
 
     /// Long subscriber lists (indexed) and wide nodes (hashed children)

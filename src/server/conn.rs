@@ -776,6 +776,10 @@ fn finish(
             None => false,
         }
     };
+    if still_ours && expiry != 0 {
+        // Before the will is routed: a group picks connected members.
+        core.shared_member_offline(key);
+    }
     if let Some((will, delay)) = will {
         match will_fate(delay, expiry, still_ours, session_ended, now) {
             WillFate::PublishNow => core.publish_will(will, now),

@@ -64,6 +64,7 @@ use super::stats::CoreStats;
 
 mod ownership;
 mod routing;
+mod shared_members;
 
 /// Home core of a client id.
 pub fn home_core(client_id: &[u8], ncores: usize) -> usize {
@@ -559,6 +560,7 @@ impl Core {
                 to,
             } => super::migrate::reowned(self, client_id, from, to),
             CoreMsg::ReownedAck { client_id } => super::migrate::reowned_ack(self, &client_id),
+            CoreMsg::SharedOffline { key, filters } => self.mark_shared_offline(key, &filters),
         }
     }
 }

@@ -141,6 +141,13 @@ pub enum CoreMsg {
     ReownedAck {
         client_id: MqttStr,
     },
+    /// Replica update: the session `key` has gone offline and outlives its
+    /// connection; its shared subscriptions `filters` pick their connected
+    /// members first (see `core/shared_members.rs`).
+    SharedOffline {
+        key: SessionKey,
+        filters: Vec<TopicFilter>,
+    },
 }
 
 /// The messages waiting to go to one peer core.

@@ -431,7 +431,7 @@ impl Sessions {
                 std::mem::replace(&mut slot.presence, Presence::Offline),
                 Presence::Offline
             ) {
-                slot.state.detach();
+                slot.state.detach(now);
                 slot.offline_since = Some(now);
                 self.online -= 1;
                 self.went_offline(key);
