@@ -15,7 +15,7 @@
 //! last two intervals. Under load the guard keeps connections where the
 //! kernel put them, spread over the cores: moving every subscriber of a
 //! busy publisher onto its core would trade throughput for latency. Nor
-//! does a connection move to a core at its share of `max_connections`.
+//! does a connection move to a core at `max_connections_per_core`.
 //! Moves wanted but not made are counted (`moves_declined`).
 //!
 //! Owns: the per-connection tally ([`Feed`]), the review, and the load
@@ -211,9 +211,10 @@ fn review(core: &Core, peers: &[Arc<CoreStats>], settings: FollowSettings) {
         let Some(target_stats) = peers.get(target) else {
             continue;
         };
-        // The target's share of max_connections, as it last counted: a
+        // The target's max_connections_per_core, as it last counted: a
         // move must not take it over (moves from several cores in one
-        // review may still, by at most their number).
+        // review may still, by at most their number). A move leaves the
+        // global max_connections count as it is.
         let target_full = target_stats.connections_current.get() >= core.max_connections as u64;
         if !cool(own_load) || !cool(target_stats.busy_permille.get()) || target_full {
             core.stats.moves_declined.inc();

@@ -176,10 +176,9 @@ impl Limits {
     }
 
     /// The connection cap of each core: `max_connections_per_core`, or no
-    /// cap (`usize::MAX`) when it is 0, whatever the number of cores (the
-    /// argument is no longer used). The global `max_connections` is not
+    /// cap (`usize::MAX`) when it is 0. The global `max_connections` is not
     /// shared out: the runtime counts it across the cores.
-    pub fn per_core_connections(&self, _cores: usize) -> usize {
+    pub fn per_core_connections(&self) -> usize {
         match self.max_connections_per_core {
             0 => usize::MAX,
             cap => cap,
@@ -474,12 +473,12 @@ mod tests {
             max_connections: 10,
             ..Limits::default()
         };
-        assert_eq!(limits.per_core_connections(3), usize::MAX);
+        assert_eq!(limits.per_core_connections(), usize::MAX);
         let limits = Limits {
             max_connections_per_core: 2,
             ..limits
         };
-        assert_eq!(limits.per_core_connections(3), 2);
+        assert_eq!(limits.per_core_connections(), 2);
         assert_eq!(limits.max_connections, 10);
         let config = Config::from_toml("[limits]\nmax_connections = 0\n").unwrap();
         let error = config.validate().unwrap_err().to_string();

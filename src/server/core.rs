@@ -178,7 +178,7 @@ impl Core {
             ncores,
             connection_limits: config.limits.connection(),
             session_limits: config.limits.session(),
-            max_connections: config.limits.per_core_connections(ncores),
+            max_connections: config.limits.per_core_connections(),
             connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
             slow_consumer_grace: Duration::from_millis(config.limits.slow_consumer_grace_ms),
             max_retained: config.limits.max_retained_messages,

@@ -108,6 +108,15 @@ pub struct Migrations {
     pub to_serve: Vec<ToServe>,
 }
 
+/// What [`Migrations::hold`] did with a delivery.
+pub enum Holding {
+    Held,
+    /// QoS 0 beyond the bound.
+    Dropped,
+    /// Not held: deliver it now.
+    NotHeld(DeliveryPlan),
+}
+
 /// A delivery to a session that just moved here, waiting for the old
 /// path to drain.
 struct Held {
@@ -120,24 +129,32 @@ struct Held {
 impl Migrations {
     /// Keeps the delivery if deliveries to `key` are held; otherwise hands
     /// `plan` back.
+    ///
+    /// What is held waits for one round of markers through every core, so
+    /// it is bounded in time. QoS 0 is also bounded in number: beyond
+    /// `max_queued` held messages it is dropped (the session queue's bound
+    /// and its `queue_full` count); QoS 1/2, acknowledged to publishers, is
+    /// always kept.
     pub fn hold(
         &mut self,
         key: SessionKey,
         message: &Message,
         plan: DeliveryPlan,
         retained: bool,
-    ) -> Option<DeliveryPlan> {
-        match self.holding.get_mut(&key) {
-            Some(held) => {
-                held.push(Held {
-                    message: message.clone(),
-                    plan,
-                    retained,
-                });
-                None
-            }
-            None => Some(plan),
+        max_queued: usize,
+    ) -> Holding {
+        let Some(held) = self.holding.get_mut(&key) else {
+            return Holding::NotHeld(plan);
+        };
+        if plan.qos == crate::codec::QoS::AtMostOnce && !retained && held.len() >= max_queued {
+            return Holding::Dropped;
         }
+        held.push(Held {
+            message: message.clone(),
+            plan,
+            retained,
+        });
+        Holding::Held
     }
 
     pub fn is_holding(&self) -> bool {
@@ -601,6 +618,40 @@ mod tests {
         forwarding_done(&core, OLD, new, now);
         assert_eq!(queued(&core), 2, "both retained messages delivered");
         assert!(!core.migrations.borrow().is_holding());
+    }
+
+    /// Held QoS 0 deliveries stop at `max_queued` (dropped, counted as
+    /// queue_full); QoS 1 is held whatever their number.
+    #[test]
+    fn held_qos0_is_bounded_and_qos1_is_kept() {
+        let core = Core::for_tests(|c| c.limits.max_queued = 2);
+        let new = core.session_for_tests("moved");
+        core.migrations.borrow_mut().holding.insert(new, Vec::new());
+        let now = Instant::now();
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let entry = SubscriptionEntry {
+                options: SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+                identifier: None,
+            };
+            for _ in 0..4 {
+                let mut publish =
+                    Publish::new(TopicName::try_from("h/t").unwrap(), Bytes::from("m"));
+                if qos == QoS::AtLeastOnce {
+                    publish.qos_pid =
+                        QosPid::new(QoS::AtLeastOnce, crate::codec::PacketId::new(1)).unwrap();
+                }
+                let message = Message::from_publish(&publish, None, now);
+                let plan = DeliveryPlan::new(&message, &entry, false);
+                core.deliver_to(new, &message, plan, now);
+            }
+        }
+        let held = core.migrations.borrow().holding[&new].len();
+        assert_eq!(held, 2 + 4, "two QoS 0 (the bound) and every QoS 1");
+        let queue_full = crate::server::stats::DropCause::QueueFull as usize;
+        assert_eq!(core.stats.drops[queue_full].get(), 2);
     }
 
     /// [MQTT-3.8.3-3] while the old core still routes by the old key: the

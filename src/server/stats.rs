@@ -225,8 +225,8 @@ pub struct CoreStats {
     /// Live connections this core handed to another (see `migrate.rs`).
     pub connections_moved_out: Counter,
     /// Moves a review wanted but did not make: this core or the target
-    /// was at or above `follow_max_load_pct` busy, or the target at its
-    /// share of `max_connections`.
+    /// was at or above `follow_max_load_pct` busy, or the target at
+    /// `max_connections_per_core`.
     pub moves_declined: Counter,
     /// Thousandths of one CPU the core was busy, the higher of its last
     /// two follow intervals (see `affinity.rs`; 0 while following is off).

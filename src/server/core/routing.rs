@@ -22,6 +22,7 @@ use crate::codec::{QoS, RetainHandling, TopicFilter, TopicName};
 
 use super::{Core, RECENT_CAP, RECENT_WINDOW};
 use crate::server::mailbox::CoreMsg;
+use crate::server::migrate::Holding;
 use crate::server::sessions::Presence;
 use crate::server::stats::DropCause;
 
@@ -228,9 +229,14 @@ impl Core {
         let plan = {
             let mut migrations = self.migrations.borrow_mut();
             if migrations.is_holding() {
-                match migrations.hold(key, message, plan, retained) {
-                    Some(plan) => plan,
-                    None => return,
+                let bound = self.session_limits.max_queued;
+                match migrations.hold(key, message, plan, retained, bound) {
+                    Holding::NotHeld(plan) => plan,
+                    Holding::Held => return,
+                    Holding::Dropped => {
+                        self.stats.dropped(DropCause::QueueFull, 1);
+                        return;
+                    }
                 }
             } else {
                 plan
