@@ -187,3 +187,74 @@ pub enum EncodeError {
     #[error("{0:?} must carry at least one topic filter")]
     NoTopicFilters(PacketType),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`DecodeError::reason_code`]: Malformed Packet (0x81) for bytes that
+    /// cannot be parsed, Protocol Error (0x82) for parseable packets that
+    /// break a rule, and the specific codes where the spec names one.
+    #[test]
+    fn decode_errors_map_onto_disconnect_reason_codes() {
+        use DecodeError as E;
+        use DisconnectReasonCode as R;
+        let cases = [
+            (E::VarintTooLong, R::MalformedPacket),
+            (E::NonMinimalVarint, R::MalformedPacket),
+            (E::PacketTooLarge { size: 9, max: 8 }, R::PacketTooLarge),
+            (E::ReservedPacketType(0), R::MalformedPacket),
+            (E::Truncated { field: "x" }, R::MalformedPacket),
+            (
+                E::TrailingBytes {
+                    packet: PacketType::PubAck,
+                    count: 1,
+                },
+                R::MalformedPacket,
+            ),
+            (E::InvalidQoS, R::MalformedPacket),
+            (E::DupWithQoS0, R::MalformedPacket),
+            (
+                E::InvalidTopicName {
+                    field: "topic name",
+                    error: TopicError::WildcardInName,
+                },
+                R::TopicNameInvalid,
+            ),
+            (E::EmptyTopicWithoutAlias, R::ProtocolError),
+            (
+                E::InvalidTopicFilter(TopicError::MisplacedMultiLevelWildcard),
+                R::TopicFilterInvalid,
+            ),
+            (
+                E::ZeroPacketId {
+                    packet: PacketType::Subscribe,
+                },
+                R::ProtocolError,
+            ),
+            (E::ConnectReservedFlag, R::MalformedPacket),
+            (E::InvalidWillQoS, R::MalformedPacket),
+            (E::SubscriptionOptionsReserved(0x40), R::MalformedPacket),
+            (E::SubscriptionQoS3, R::ProtocolError),
+            (E::RetainHandling3, R::ProtocolError),
+            (E::NoLocalOnSharedSubscription, R::ProtocolError),
+            (E::EmptySubscribe, R::ProtocolError),
+            (E::EmptyUnsubscribe, R::ProtocolError),
+            (
+                E::UnexpectedProperty {
+                    packet: PacketType::Connect,
+                    id: 0x23,
+                },
+                R::MalformedPacket,
+            ),
+            (E::DuplicateProperty { id: 0x21 }, R::ProtocolError),
+            (
+                E::InvalidPropertyValue { id: 0x21, value: 0 },
+                R::ProtocolError,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.reason_code(), code, "{err:?}");
+        }
+    }
+}
