@@ -122,6 +122,7 @@ impl SessionState {
 mod tests {
     use super::super::tests::{decode_all, message, peer, pids, plan, send};
     use super::super::*;
+    use crate::codec::QoS;
     use std::time::Duration;
 
     /// [MQTT-4.4.0-1]: on reconnect, unacknowledged PUBLISHes are resent
