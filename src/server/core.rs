@@ -376,11 +376,11 @@ impl Core {
 
     /// Back-pressure towards local subscribers: waits until every
     /// subscriber this task just filled past the mark has drained below it.
-    /// One that writes nothing for a whole grace period (`limits.slow_consumer_grace_ms`) is marked
-    /// a slow consumer and no longer waited for: it must not slow anyone
-    /// else (its QoS 0 overflow is dropped at its cap instead). They are
-    /// waited for together, so any number of stuck subscribers cost one
-    /// grace period, not one each.
+    /// One that writes nothing for a whole grace period
+    /// (`limits.slow_consumer_grace_ms`) is marked a slow consumer and no
+    /// longer waited for: it must not slow anyone else (its QoS 0 overflow
+    /// is dropped at its cap instead). The grace periods run together, so
+    /// any number of stuck subscribers cost one, not one each.
     pub async fn wait_for_consumers(&self) {
         let mut waiting: Vec<(Rc<ConnLink>, u64)> = {
             let mut congested = self.congested.borrow_mut();
@@ -400,45 +400,44 @@ impl Core {
         waiting.dedup_by(|a, b| Rc::ptr_eq(&a.0, &b.0));
         // A subscriber that keeps reading is waited for however long it
         // takes: its QoS 1/2 messages are acknowledged to publishers and
-        // must not be dropped.
+        // must not be dropped. Each is waited for until it drains below
+        // its mark once (its drain wakes this task, so a dip between two
+        // refills counts); the grace periods are shared: one whose deadline
+        // passes is slow if it wrote nothing since the wait began, so a
+        // second stuck subscriber costs no second period.
         let grace = self.slow_consumer_grace;
         let mut deadline = Instant::now() + grace;
-        while let Some((first, _)) = waiting.first() {
-            let first = first.clone();
-            let timed_out = futures_lite::future::or(
-                async {
-                    first.drained(self.marks).await;
-                    false
-                },
-                async {
-                    glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-                    true
-                },
-            )
-            .await;
-            let now = Instant::now();
-            let grace_over = timed_out || now >= deadline;
-            waiting.retain_mut(|(link, progress)| {
+        for (link, mut progress) in waiting {
+            loop {
                 if link.is_slow() || !link.over(self.marks) || link.killed().is_some() {
-                    return false;
+                    break;
                 }
-                if !grace_over {
-                    return true;
+                let drained = futures_lite::future::or(
+                    async {
+                        link.drained(self.marks).await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()))
+                            .await;
+                        false
+                    },
+                )
+                .await;
+                if drained {
+                    break;
                 }
-                let current = link.progress();
-                if current == *progress {
+                let now = link.progress();
+                if now == progress {
                     link.mark_slow();
                     tracing::debug!(
                         core = self.id,
                         "slow consumer: nothing read for {grace:?}; its QoS 0 overflow is dropped and its queue bound applies"
                     );
-                    return false;
+                    break;
                 }
-                *progress = current;
-                true
-            });
-            if grace_over {
-                deadline = now + grace;
+                progress = now;
+                deadline = Instant::now() + grace;
             }
         }
     }
