@@ -193,6 +193,22 @@ fn the_load_guard_keeps_a_connection_where_it_is() {
     assert_eq!(on_core(&broker, sub_core), 1.0, "the subscriber stayed");
 }
 
+/// A connection fed more than `follow_max_messages` in an interval does
+/// not move, however clearly one other core feeds it: its new deliveries
+/// would wait for the old path's whole backlog. The declined moves are
+/// counted.
+#[test]
+fn a_busy_connection_stays_where_it_is() {
+    let broker = Broker::with(|config| {
+        following(config);
+        config.executor.follow_max_messages = 4;
+    });
+    let ((publisher, _, pub_core), (subscriber, _, sub_core)) = split_pair(broker.addr);
+    feed_until_declined(&broker, &publisher, &subscriber, "follow/busy");
+    assert_eq!(on_core(&broker, pub_core), 1.0);
+    assert_eq!(on_core(&broker, sub_core), 1.0, "the subscriber stayed");
+}
+
 /// A full core takes no moved connection: with two connections per core,
 /// a subscriber fed by the other core's publisher stays where it is while
 /// that core holds the publisher and one more client; the declined moves

@@ -15,7 +15,10 @@
 //! last two intervals. Under load the guard keeps connections where the
 //! kernel put them, spread over the cores: moving every subscriber of a
 //! busy publisher onto its core would trade throughput for latency. Nor
-//! does a connection move to a core at `max_connections_per_core`.
+//! does a connection that received more than `follow_max_messages` in the
+//! interval move: its new deliveries would wait for the old path's whole
+//! backlog, and its latency is its queue's anyway. Nor does a connection
+//! move to a core at `max_connections_per_core`.
 //! Moves wanted but not made are counted (`moves_declined`).
 //!
 //! Owns: the per-connection tally ([`Feed`]), the review, and the load
@@ -117,7 +120,17 @@ impl Feed {
         follows.then_some(self.source)
     }
 
-    /// Forgets the streak: the connection was just asked to move.
+    /// Deliveries tallied in interval `epoch` (0 if none was tallied).
+    pub fn tallied(&self, epoch: u8) -> u16 {
+        if self.epoch == epoch {
+            self.total
+        } else {
+            0
+        }
+    }
+
+    /// Forgets the streak: the connection was just asked to move, or is
+    /// too busy to.
     pub fn restart(&mut self) {
         self.streak_source = NO_CORE;
     }
@@ -131,6 +144,8 @@ pub struct FollowSettings {
     /// Busy fraction in thousandths above which a core neither sends nor
     /// takes a connection.
     pub max_load_permille: u64,
+    /// Deliveries in an interval above which a connection does not move.
+    pub max_messages: u16,
     /// Moves one core asks for per review, at most.
     pub max_moves: usize,
 }
@@ -202,6 +217,8 @@ fn review(core: &Core, peers: &[Arc<CoreStats>], settings: FollowSettings) {
             continue;
         }
         let mut feed = link.feed.get();
+        // Too busy to gain from a move (see `follow_max_messages`).
+        let busy = feed.tallied(epoch) > settings.max_messages;
         let target = feed.review(epoch, core.id as u8);
         link.feed.set(feed);
         let Some(target) = target.map(usize::from) else {
@@ -216,7 +233,7 @@ fn review(core: &Core, peers: &[Arc<CoreStats>], settings: FollowSettings) {
         // review may still, by at most their number). A move leaves the
         // global max_connections count as it is.
         let target_full = target_stats.connections_current.get() >= core.max_connections as u64;
-        if !cool(own_load) || !cool(target_stats.busy_permille.get()) || target_full {
+        if busy || !cool(own_load) || !cool(target_stats.busy_permille.get()) || target_full {
             core.stats.moves_declined.inc();
             continue;
         }

@@ -224,6 +224,12 @@ pub struct ExecutorSettings {
     /// percent of one CPU, over the last two intervals: under load,
     /// connections stay spread over the cores.
     pub follow_max_load_pct: u8,
+    /// A connection that received more than this many messages in an
+    /// interval does not move: a move holds its new deliveries until
+    /// what is already on its way by the old core has arrived, which at a
+    /// high rate is a large backlog, and a busy connection's latency is
+    /// its queue's, not the wake-up a move saves (at most 65,534).
+    pub follow_max_messages: u16,
 }
 
 impl Default for ExecutorSettings {
@@ -237,6 +243,7 @@ impl Default for ExecutorSettings {
             follow_interval_ms: 500,
             follow_min_messages: 64,
             follow_max_load_pct: 50,
+            follow_max_messages: 10_000,
         }
     }
 }
@@ -250,6 +257,8 @@ impl ExecutorSettings {
                 interval: std::time::Duration::from_millis(self.follow_interval_ms),
                 min_messages: self.follow_min_messages.max(1),
                 max_load_permille: u64::from(self.follow_max_load_pct.min(100)) * 10,
+                // The tally saturates at u16::MAX: at most one below it.
+                max_messages: self.follow_max_messages.min(u16::MAX - 1),
                 max_moves: 64,
             }
         })

@@ -225,8 +225,9 @@ pub struct CoreStats {
     /// Live connections this core handed to another (see `migrate.rs`).
     pub connections_moved_out: Counter,
     /// Moves a review wanted but did not make: this core or the target
-    /// was at or above `follow_max_load_pct` busy, or the target at
-    /// `max_connections_per_core`.
+    /// was at or above `follow_max_load_pct` busy, the connection received
+    /// more than `follow_max_messages` in the interval, or the target was
+    /// at `max_connections_per_core`.
     pub moves_declined: Counter,
     /// Thousandths of one CPU the core was busy, the higher of its last
     /// two follow intervals (see `affinity.rs`; 0 while following is off).

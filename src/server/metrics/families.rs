@@ -186,7 +186,7 @@ pub fn collect(hub: &StatsHub, latest: &Latest) -> Vec<Family> {
     b.per_core(
         hub,
         "vane_connections_move_declined_total",
-        "Moves a follow review wanted but did not make: this core or the target was at or above executor.follow_max_load_pct busy, or the target at limits.max_connections_per_core.",
+        "Moves a follow review wanted but did not make: this core or the target was at or above executor.follow_max_load_pct busy, the connection received more than executor.follow_max_messages in the interval, or the target was at limits.max_connections_per_core.",
         Kind::Counter,
         |s| s.moves_declined.get(),
     );
